@@ -1,0 +1,142 @@
+"""What every command shares: loading config, opening the store, printing, error mapping."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+
+from janitor.errors import ConfigError, JanitorError, PolicyError, UnknownProvider
+from janitor.settings import Config, load_config
+from janitor.store import Store
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Errors that mean "bad usage, config or policy": exit code 2 (DESIGN 2.1).
+USAGE_ERRORS = (ConfigError, PolicyError, UnknownProvider)
+
+
+class Output(StrEnum):
+    """Output format of listing commands."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+OUTPUT_OPTION = typer.Option(Output.TABLE, "--output", "-o", help="table (default) or json")
+
+
+@dataclass
+class CliState:
+    """Set by the top-level callback; read by each command."""
+
+    config_path: str | None = None
+
+
+def state(ctx: typer.Context) -> CliState:
+    """The CLI state stored on the root context."""
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliState):
+        obj = CliState()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def config(ctx: typer.Context) -> Config:
+    """Load and validate the configuration named by --config / JANITOR_CONFIG."""
+    return load_config(state(ctx).config_path)
+
+
+def open_store(cfg: Config, *, upgrade_ok: bool = True) -> Store:
+    """Open the database and make sure its schema is current.
+
+    SQLite databases are upgraded automatically unless ``auto_upgrade = false``; PostgreSQL
+    only with ``auto_upgrade = true`` (otherwise: run ``janitor db upgrade``).
+    """
+    from janitor.runtime import database_url
+
+    store = Store.open(database_url(cfg))
+    auto = cfg.settings.auto_upgrade
+    if auto is None:
+        auto = store.db.dialect == "sqlite"
+    if upgrade_ok and auto and not store.db.schema_is_current():
+        store.db.upgrade()
+    store.db.check_schema()
+    return store
+
+
+def cli_actor() -> str:
+    """Who is running the command, for audit rows: the sudo user, else the login name."""
+    user = os.environ.get("SUDO_USER") or os.environ.get("USER")
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = f"uid:{os.getuid()}"
+    return f"{user} (cli)"
+
+
+def guarded(fn: Callable[P, R]) -> Callable[P, R]:
+    """Map janitor errors to messages and exit codes: 2 for usage/config/policy, else 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except USAGE_ERRORS as exc:
+            error(str(exc))
+            raise typer.Exit(2) from None
+        except JanitorError as exc:
+            error(str(exc))
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def error(message: str) -> None:
+    """Print an error to stderr, one ``janitor: error:`` prefix per line."""
+    for line in message.splitlines() or [""]:
+        typer.echo(f"janitor: error: {line}", err=True)
+
+
+def emit_json(data: Any) -> None:
+    """Print JSON for scripts."""
+    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+def emit_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    widths: Mapping[str, int] | None = None,
+) -> None:
+    """Print an aligned text table; long cells are cut to the column's width limit."""
+    if not rows:
+        typer.echo("(nothing)")
+        return
+    limits = dict(widths or {})
+    cells = [[_cell(row.get(col), limits.get(col, 60)) for col in columns] for row in rows]
+    sizes = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
+    typer.echo("  ".join(col.upper().ljust(sizes[i]) for i, col in enumerate(columns)).rstrip())
+    for r in cells:
+        typer.echo("  ".join(r[i].ljust(sizes[i]) for i in range(len(columns))).rstrip())
+
+
+def _cell(value: Any, limit: int) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def stdout_is_tty() -> bool:
+    """True when printing to a terminal."""
+    return sys.stdout.isatty()

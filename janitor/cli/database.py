@@ -1,0 +1,36 @@
+"""``janitor db``: schema upgrades and status."""
+
+from __future__ import annotations
+
+import typer
+
+from janitor.cli.common import config, guarded
+from janitor.runtime import database_url
+from janitor.store import Database
+
+app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+@app.command()
+@guarded
+def upgrade(ctx: typer.Context) -> None:
+    """Apply every pending migration (alembic upgrade head)."""
+    db = Database(database_url(config(ctx)))
+    before = db.current_revision()
+    db.upgrade()
+    after = db.current_revision()
+    if before == after:
+        typer.echo(f"{db.display_url}: already at {after}")
+    else:
+        typer.echo(f"{db.display_url}: upgraded {before or 'empty'} -> {after}")
+
+
+@app.command()
+@guarded
+def status(ctx: typer.Context) -> None:
+    """Show the schema revision; exit 1 when an upgrade is pending."""
+    db = Database(database_url(config(ctx)))
+    current, head = db.current_revision(), db.head_revision()
+    typer.echo(f"{db.display_url}: at {current or 'empty'}, janitor needs {head}")
+    if current != head:
+        raise typer.Exit(1)

@@ -1,0 +1,293 @@
+"""``janitor run``: the scheduler, signals, sd_notify, the health server and the DB watch.
+
+* APScheduler's AsyncIOScheduler runs the sweep on an interval with jitter,
+  ``max_instances=1`` and ``coalesce``; the first sweep runs at start. Policies are re-read
+  every sweep, so edits apply without a restart.
+* The database is watched every few seconds: while it is down (or its schema is old) the
+  daemon stays up, runs no sweep, is not ready, and says why in STATUS and the log.
+* READY=1 once the database is checked and the scheduler started; WATCHDOG=1 only while
+  the loop is healthy and no sweep overran; STATUS after every sweep; STOPPING=1 on shutdown.
+* SIGTERM/SIGINT: no new actions, the call in flight gets the shutdown grace (its outcome is
+  recorded, ``unknown`` if cut), then exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from janitor import metrics
+from janitor.durations import format_duration
+from janitor.errors import SchemaOutdated, StoreError
+from janitor.model import AuditEvent, AuditKind
+from janitor.observability import sentry
+from janitor.observability.health import Health, HealthServer
+from janitor.observability.sdnotify import notify, watchdog_interval
+from janitor.runtime import Runtime, db
+from janitor.settings import Config
+from janitor.sweep import SweepReport, run_sweep
+
+log = logging.getLogger(__name__)
+DB_CHECK_PERIOD = 5.0
+
+
+class Daemon:
+    """One janitor process: owns the runtime, the scheduler and the health state."""
+
+    def __init__(self, rt: Runtime, *, health_server: bool = True) -> None:
+        self.rt = rt
+        settings = rt.config.settings
+        self.health = Health(
+            failing_after=settings.failing_target_after.total_seconds(),
+            sweep_timeout=settings.effective_sweep_timeout.total_seconds(),
+        )
+        self.server = HealthServer(settings.listen, self.health) if health_server else None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.sweep_task: asyncio.Task[Any] | None = None
+        self.ready_sent = False
+        self.last_report: SweepReport | None = None
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; return the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop, sig)
+        if self.server:
+            self.server.start()
+        sentry.init_sentry(self.rt.config)
+        self._announce()
+        await self._update_database()
+        await self._start_scheduler()
+        self._maybe_ready()
+        tasks = [
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._watch_database(), name="db-watch"),
+        ]
+        if (interval := watchdog_interval()) is not None:
+            tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
+        try:
+            await self.rt.lifecycle.stopping.wait()
+        finally:
+            await self._shutdown(tasks)
+        return 0
+
+    def stop(self, sig: signal.Signals | None = None) -> None:
+        """Begin shutdown: no new sweeps or actions."""
+        if self.rt.lifecycle.is_stopping:
+            return
+        log.info(
+            "received %s: finishing the action in flight, then exiting", sig.name if sig else "stop"
+        )
+        notify("STOPPING=1", "STATUS=stopping")
+        self.health.stopping = True
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.pause()
+        self.rt.lifecycle.stopping.set()
+
+    def _announce(self) -> None:
+        settings = self.rt.config.settings
+        targets = ", ".join(f"{t.name} ({t.provider})" for t in self.rt.config.targets) or "none"
+        log.info(
+            "janitor starting: database %s, targets: %s, every %s (jitter %s)",
+            self.rt.store.db.display_url,
+            targets,
+            format_duration(settings.sweep_interval),
+            format_duration(settings.sweep_jitter),
+        )
+        if settings.dry_run:
+            log.warning("GLOBAL DRY-RUN: no policy will act, whatever its mode")
+
+    async def _start_scheduler(self) -> None:
+        settings = self.rt.config.settings
+        interval = settings.sweep_interval.total_seconds()
+        scheduler = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": max(1, int(interval)),
+            },
+        )
+        scheduler.add_job(
+            self._sweep_job,
+            "interval",
+            seconds=interval,
+            jitter=int(settings.sweep_jitter.total_seconds()) or None,
+            id="sweep",
+            replace_existing=True,
+            next_run_time=datetime.now(UTC),
+        )
+        scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES)
+        scheduler.start()
+        self.scheduler = scheduler
+
+    def _on_job_event(self, event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MAX_INSTANCES:
+            log.warning("previous sweep still running; this run is skipped")
+        elif event.exception is not None and not isinstance(
+            event.exception, asyncio.CancelledError
+        ):
+            log.error("sweep crashed: %r", event.exception)
+
+    async def _sweep_job(self) -> None:
+        if self.rt.lifecycle.is_stopping:
+            return
+        if not self.health.db_ok:
+            log.warning("sweep skipped: %s", self.health.db_problem)
+            return
+        self.sweep_task = asyncio.current_task()
+        self.health.sweep_started = time.monotonic()
+        started = time.monotonic()
+        timeout = self.rt.config.settings.effective_sweep_timeout.total_seconds()
+        try:
+            async with asyncio.timeout(timeout):
+                report = await run_sweep(self.rt)
+        except TimeoutError:
+            await self._timed_out(timeout)
+            return
+        finally:
+            self.health.sweep_started = None
+            self.sweep_task = None
+        self._after_sweep(report, time.monotonic() - started)
+
+    async def _timed_out(self, timeout: float) -> None:
+        message = f"sweep cancelled after its timeout of {timeout:.0f}s"
+        log.error(message)
+        with contextlib.suppress(StoreError):
+            await db(
+                self.rt.store.audit.append,
+                [
+                    AuditEvent(
+                        at=self.rt.clock.now(),
+                        kind=AuditKind.SWEEP_ABORTED,
+                        actor=self.rt.actor,
+                        reason=message,
+                    )
+                ],
+            )
+        await self.rt.alerter.raise_("sweep_timeout", "sweep_timeout", message)
+
+    def _after_sweep(self, report: SweepReport, seconds: float) -> None:
+        self.last_report = report
+        for target in report.targets:
+            if target.lease_holder is None:
+                self.health.target_result(target.target, not target.failed)
+            if target.store_failed:
+                self.health.db_ok = False
+                self.health.db_problem = f"database failed during the sweep: {target.error}"
+        held = [t for t in report.targets if t.lease_holder is None]
+        if held:
+            sentry.checkin(not any(t.failed for t in held), seconds)
+        notify(f"STATUS={status_line(report)}")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self.health.beat()
+            await asyncio.sleep(self.health.heartbeat_period)
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            alive, problems = self.health.liveness()
+            if alive:
+                notify("WATCHDOG=1")
+            else:
+                log.error("watchdog not fed: %s", "; ".join(problems))
+            await asyncio.sleep(interval)
+
+    async def _watch_database(self) -> None:
+        while True:
+            await asyncio.sleep(DB_CHECK_PERIOD)
+            was_ok = self.health.db_ok
+            await self._update_database()
+            self._maybe_ready()
+            if self.health.db_ok and not was_ok and self.scheduler is not None:
+                log.info("database is back: sweeping now")
+                self.scheduler.modify_job("sweep", next_run_time=datetime.now(UTC))
+
+    async def _update_database(self) -> None:
+        ok, problem = await self._check_database()
+        if ok != self.health.db_ok or problem != self.health.db_problem:
+            if ok:
+                log.info("database %s is usable", self.rt.store.db.display_url)
+            else:
+                log.error("database not usable, no sweeps until it is: %s", problem)
+                notify(f"STATUS=not ready: {problem}")
+        self.health.db_ok, self.health.db_problem = ok, problem
+
+    def _maybe_ready(self) -> None:
+        if self.health.db_ok and not self.ready_sent and self.scheduler is not None:
+            notify("READY=1", "STATUS=ready; first sweep running")
+            self.ready_sent = True
+
+    async def _check_database(self) -> tuple[bool, str]:
+        database = self.rt.store.db
+        auto = self.rt.config.settings.auto_upgrade
+        if auto is None:
+            auto = database.dialect == "sqlite"
+        try:
+            if auto and not await db(database.schema_is_current):
+                log.info("upgrading the database schema (auto_upgrade)")
+                await db(database.upgrade)
+            await db(database.check_schema)
+            paused = await db(self.rt.store.pause.get)
+            metrics.PAUSED.set(1 if paused.paused else 0)
+        except SchemaOutdated as exc:
+            return False, str(exc)
+        except StoreError as exc:
+            return False, f"database unreachable: {exc}"
+        return True, ""
+
+    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
+        sweep = self.sweep_task
+        if sweep is not None and not sweep.done():
+            log.info("waiting for the sweep in flight to record its last outcome")
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(sweep), self.rt.lifecycle.grace + 3)
+            if not sweep.done():
+                sweep.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sweep
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.server:
+            self.server.stop()
+        await self.rt.aclose()
+        sentry.flush()
+        log.info("janitor stopped")
+
+
+def status_line(report: SweepReport) -> str:
+    """A one-line summary of a sweep for systemd's STATUS."""
+    sessions = sum(sum(t.sessions.values()) for t in report.targets)
+    outcomes: dict[str, int] = {}
+    for target in report.targets:
+        for key, value in target.outcomes.items():
+            outcomes[str(key)] = outcomes.get(str(key), 0) + value
+    done = ", ".join(f"{v} {k}" for k, v in sorted(outcomes.items())) or "no actions"
+    failed = [t.target for t in report.targets if t.failed and t.lease_holder is None]
+    tail = f"; failing: {', '.join(failed)}" if failed else ""
+    return (
+        f"last sweep {report.started_at:%H:%M:%S} UTC: {len(report.targets)} targets, "
+        f"{sessions} sessions, {done}{tail}"
+    )
+
+
+def run_daemon(config: Config, **runtime_kw: Any) -> int:
+    """Build the runtime and run the daemon until a signal."""
+
+    async def main() -> int:
+        rt = Runtime.build(config, sentry=sentry.capture_alert, **runtime_kw)
+        return await Daemon(rt).run()
+
+    return asyncio.run(main())

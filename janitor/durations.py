@@ -1,0 +1,59 @@
+"""Durations as people write them ("90s", "15m", "2h", "7d", "1h30m") and back."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer
+
+_PART = re.compile(r"(\d+)([dhms])")
+_WHOLE = re.compile(r"(?:\d+[dhms])+")
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``"2h"`` or ``"1h30m"`` into a timedelta.
+
+    Raises:
+        ValueError: the text is not a duration; the message shows the accepted forms.
+    """
+    cleaned = text.strip().lower()
+    if not _WHOLE.fullmatch(cleaned):
+        raise ValueError(
+            f"invalid duration {text!r}: use a number and a unit, e.g. 90s, 15m, 2h, 7d or 1h30m"
+        )
+    seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(cleaned))
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """Format a timedelta compactly: ``3h12m``, ``45s``, ``2d4h``. Rounds down to seconds."""
+    total = int(value.total_seconds())
+    if total < 0:
+        return "-" + format_duration(-value)
+    if total == 0:
+        return "0s"
+    parts = []
+    for unit, size in _UNITS.items():
+        count, total = divmod(total, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def _coerce(value: object) -> object:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    return value
+
+
+#: A pydantic field type: accepts "2h" (or seconds as a number), serializes back to "2h".
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_coerce),
+    PlainSerializer(format_duration, return_type=str, when_used="json-unless-none"),
+]

@@ -1,0 +1,120 @@
+"""janitor's exceptions. Nothing above ``janitor.providers`` and ``janitor.http`` sees httpx errors.
+
+The tree::
+
+    JanitorError
+    ├── ConfigError                 bad settings or config file              -> exit 2
+    ├── PolicyError                 invalid policy document (names file, policy, field) -> exit 2
+    ├── UnknownProvider             a target names a provider that is not registered -> exit 2
+    ├── StoreError                  the database failed or is unreachable (retryable)
+    │   ├── SchemaOutdated          the schema is behind the code: run `janitor db upgrade`
+    │   └── LeaseLost               our lease (fencing token) is no longer current: stop acting
+    └── ProviderError               a provider call failed; ``retryable`` says whether to retry
+        ├── ProviderUnavailable     timeout, connection error, 5xx (retryable for reads)
+        ├── Throttled               429 or the provider's throttling code (``retry_after``)
+        ├── AuthFailed              401/403: never treated as an empty listing
+        ├── CircuitOpen             the target's breaker is open after an error storm
+        ├── MalformedResponse       the body is not what the API documents
+        ├── ActionRejected          the provider refused the action (4xx): permanent
+        └── OutcomeUnknown          a destructive call whose result is not known (timeout, 5xx)
+
+Exceptions build their message from structured fields and never contain secrets: the
+HTTP layer redacts query strings and never includes request headers.
+"""
+
+from __future__ import annotations
+
+
+class JanitorError(Exception):
+    """Base of every error janitor raises on purpose."""
+
+
+class ConfigError(JanitorError):
+    """The configuration is invalid. The message names the file and the key."""
+
+
+class PolicyError(JanitorError):
+    """A policy document is invalid. The message names the file, the policy and the field."""
+
+
+class UnknownProvider(JanitorError):
+    """A target names a provider that is not in the registry."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown provider {name!r}; known providers: {', '.join(known)}")
+        self.name = name
+        self.known = known
+
+
+class StoreError(JanitorError):
+    """The database could not do what was asked (unreachable, locked, failed)."""
+
+
+class SchemaOutdated(StoreError):
+    """The database schema is older than this version of janitor."""
+
+
+class LeaseLost(StoreError):
+    """The target's lease is held by someone else now; no further action may be taken."""
+
+
+class ProviderError(JanitorError):
+    """A provider call failed.
+
+    Attributes:
+        target: the target name.
+        status: the HTTP status, when there was a response.
+        request_id: the provider's request id, when it sent one.
+        retryable: whether repeating a read could succeed.
+    """
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str = "",
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.target = target
+        self.status = status
+        self.request_id = request_id
+
+
+class ProviderUnavailable(ProviderError):
+    """Timeout, connection failure or server error."""
+
+    retryable = True
+
+
+class Throttled(ProviderError):
+    """The provider asked us to slow down (429 or its throttling code)."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class AuthFailed(ProviderError):
+    """The provider rejected our credentials (401/403)."""
+
+
+class CircuitOpen(ProviderError):
+    """The target's circuit breaker is open: no calls until it cools down."""
+
+
+class MalformedResponse(ProviderError):
+    """The provider answered with something the API does not document."""
+
+
+class ActionRejected(ProviderError):
+    """The provider refused the action; repeating it will not help."""
+
+
+class OutcomeUnknown(ProviderError):
+    """A destructive call was sent but its result is not known."""

@@ -1,0 +1,131 @@
+"""Guards that stand between decisions and actions. Pure functions, property-tested.
+
+* blast radius: per policy (``max_actions_per_sweep``, ``max_actions_percent``) and per target
+  (the same pair in the target's config; only destructive, enforced actions count there).
+  Over a limit, nothing is acted on for that policy or target: abort, never truncate.
+* target-wide blocks: clock skew beyond the tolerance, and a listing that shrank suspiciously
+  compared with the population janitor remembers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from janitor.durations import format_duration
+from janitor.model import Decision, Verdict
+from janitor.policy.spec import Policy
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """A count limit and a percentage limit; either may be absent."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def allowed(self, population: int) -> int | None:
+        """The largest number of actions allowed, or None when unlimited."""
+        bounds = []
+        if self.count is not None:
+            bounds.append(self.count)
+        if self.percent is not None:
+            bounds.append(math.floor(population * self.percent / 100))
+        return min(bounds) if bounds else None
+
+    def describe(self) -> str:
+        """``25 actions`` / ``10% of sessions`` / both."""
+        parts = []
+        if self.count is not None:
+            parts.append(f"{self.count} actions")
+        if self.percent is not None:
+            parts.append(f"{self.percent:g}% of the sessions listed")
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlastRadius:
+    """Which policies (by name) and whether the whole target are blocked, and why."""
+
+    policies: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+
+    def blocks(self, decision: Decision) -> str | None:
+        """The reason ``decision`` must not be carried out, or None."""
+        if decision.verdict is not Verdict.ACT or decision.policy is None:
+            return None
+        if decision.policy.name in self.policies:
+            return self.policies[decision.policy.name]
+        if self.target is not None and not decision.dry_run and _destructive(decision):
+            return self.target
+        return None
+
+
+def _destructive(decision: Decision) -> bool:
+    return decision.action is not None and decision.action.destructive
+
+
+def blast_radius(
+    decisions: Sequence[Decision],
+    policies: Mapping[str, Policy],
+    target_limits: Limits,
+    population: int,
+) -> BlastRadius:
+    """Apply the per-policy limits, then the per-target limit to what remains."""
+    acting = [d for d in decisions if d.verdict is Verdict.ACT and d.policy is not None]
+    per_policy = Counter(d.policy.name for d in acting if d.policy)
+    blocked: dict[str, str] = {}
+    for name, count in sorted(per_policy.items()):
+        policy = policies.get(name)
+        if policy is None:
+            continue
+        limits = Limits(count=policy.max_actions_per_sweep, percent=policy.max_actions_percent)
+        allowed = limits.allowed(population)
+        if allowed is not None and count > allowed:
+            blocked[name] = (
+                f"policy {name} would act on {count} of {population} sessions, over its limit "
+                f"of {limits.describe()} (at most {allowed}); nothing is done for this policy"
+            )
+    enforced = sum(
+        1
+        for d in acting
+        if d.policy and d.policy.name not in blocked and not d.dry_run and _destructive(d)
+    )
+    allowed = target_limits.allowed(population)
+    target_reason = None
+    if allowed is not None and enforced > allowed:
+        target_reason = (
+            f"the target would see {enforced} actions on {population} sessions, over its limit "
+            f"of {target_limits.describe()} (at most {allowed}); nothing is done on this target"
+        )
+    return BlastRadius(policies=blocked, target=target_reason)
+
+
+def skew_block(skew: timedelta | None, tolerance: timedelta) -> str | None:
+    """A reason to take no action when the provider's clock differs from ours too much."""
+    if skew is None or abs(skew) <= tolerance:
+        return None
+    direction = "ahead of" if skew > timedelta(0) else "behind"
+    return (
+        f"the provider's clock is {format_duration(abs(skew))} {direction} janitor's, "
+        f"beyond the tolerance of {format_duration(tolerance)}; no action on this target"
+    )
+
+
+def population_block(
+    listed: int, remembered: int, *, max_drop_percent: float, minimum: int = 10
+) -> str | None:
+    """A reason to take no action when the listing shrank suspiciously since the last sweep."""
+    if remembered < minimum or max_drop_percent >= 100:
+        return None
+    floor = remembered * (1 - max_drop_percent / 100)
+    if listed >= floor:
+        return None
+    return (
+        f"the listing has {listed} sessions where janitor remembers {remembered} "
+        f"(a drop of more than {max_drop_percent:g}%); a partial listing is suspected, "
+        "no action on this target this sweep"
+    )

@@ -1,0 +1,390 @@
+"""One HTTP client per target: timeouts, request budget, concurrency cap, retries, breaker.
+
+The only module (with ``janitor.auth``) that imports httpx. Providers call :meth:`TargetHttp.read`
+for reads and :meth:`TargetHttp.write` for destructive calls; both return the response for
+2xx and for 4xx statuses the provider maps itself (404, 409, 412, ...), and raise a
+:class:`~janitor.errors.ProviderError` for the rest.
+
+Retry rules (DESIGN 5): reads retry on 429, 5xx, timeouts and connection errors; writes retry
+only where the request surely was not processed (429, connection refused). A write that timed
+out or got a 5xx raises :class:`~janitor.errors.OutcomeUnknown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import stamina
+
+from janitor import __version__, metrics
+from janitor.errors import (
+    AuthFailed,
+    CircuitOpen,
+    OutcomeUnknown,
+    ProviderError,
+    ProviderUnavailable,
+    Throttled,
+)
+
+log = logging.getLogger(__name__)
+
+#: Headers that tracing libraries add and that must never reach a provider (they would
+#: alter signed requests and leak trace metadata).
+TRACE_HEADERS = ("sentry-trace", "baggage", "traceparent", "tracestate")
+RETRY_AFTER_CAP = 60.0
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped at 60 s."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, min(seconds, RETRY_AFTER_CAP))
+
+
+class StripTraceHeaders(httpx.Auth):
+    """Removes tracing headers before the wrapped auth signs the request."""
+
+    def __init__(self, inner: httpx.Auth | None) -> None:
+        self._inner = inner
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Strip, then hand the request to the inner auth flow."""
+        for name in TRACE_HEADERS:
+            request.headers.pop(name, None)
+        if self._inner is None:
+            yield request
+            return
+        yield from self._inner.auth_flow(request)
+
+
+class RateLimiter:
+    """A token bucket of ``rate`` requests per second, plus a Retry-After hold for everyone."""
+
+    def __init__(self, target: str, rate: float, burst: float | None = None) -> None:
+        self._target = target
+        self._rate = rate
+        self._capacity = burst if burst is not None else max(1.0, rate)
+        self._tokens = self._capacity
+        self._updated = time.monotonic()
+        self._hold_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def hold(self, seconds: float) -> None:
+        """Make every request wait at least ``seconds`` from now (a Retry-After)."""
+        self._hold_until = max(self._hold_until, time.monotonic() + seconds)
+
+    async def acquire(self) -> None:
+        """Wait for a token (and for any Retry-After hold)."""
+        async with self._lock:
+            waited = 0.0
+            while True:
+                now = time.monotonic()
+                self._tokens = min(
+                    self._capacity, self._tokens + (now - self._updated) * self._rate
+                )
+                self._updated = now
+                delay = max(self._hold_until - now, 0.0)
+                if delay == 0 and self._tokens >= 1:
+                    self._tokens -= 1
+                    break
+                delay = max(delay, (1 - self._tokens) / self._rate)
+                waited += delay
+                await asyncio.sleep(delay)
+            if waited:
+                metrics.RATE_LIMIT_WAITS.labels(self._target).inc()
+                metrics.RATE_LIMIT_WAIT_SECONDS.labels(self._target).inc(waited)
+
+
+class CircuitBreaker:
+    """Opens after ``threshold`` failures among the last ``window`` calls; half-opens later.
+
+    Throttling (429) is not a failure: it is handled by backoff. While open, every call
+    fails fast with :class:`CircuitOpen` until ``cooldown`` has passed; then one trial call
+    is let through, and its success closes the breaker.
+    """
+
+    def __init__(
+        self, target: str, *, threshold: int = 5, window: int = 10, cooldown: float = 60.0
+    ) -> None:
+        self._target = target
+        self._threshold = threshold
+        self._results: deque[bool] = deque(maxlen=window)
+        self._cooldown = cooldown
+        self._opened_at: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """True while calls are refused."""
+        if self._opened_at is None:
+            return False
+        return time.monotonic() - self._opened_at < self._cooldown
+
+    def check(self) -> None:
+        """Raise CircuitOpen if calls are refused now."""
+        if self.is_open:
+            raise CircuitOpen(
+                f"circuit breaker of target {self._target} is open after an error storm",
+                target=self._target,
+            )
+
+    def record(self, ok: bool) -> None:
+        """Record one call's result; open the breaker on a storm."""
+        self._results.append(ok)
+        if ok and self._opened_at is not None:
+            self._opened_at = None
+            self._results.clear()
+            metrics.CIRCUIT_OPEN.labels(self._target).set(0)
+            log.warning("circuit breaker of target %s closed again", self._target)
+            return
+        failures = self._results.count(False)
+        if not ok and failures >= self._threshold and self._opened_at is None:
+            self._opened_at = time.monotonic()
+            metrics.CIRCUIT_OPEN.labels(self._target).set(1)
+            log.error(
+                "circuit breaker of target %s opened: %d of the last %d calls failed",
+                self._target,
+                failures,
+                len(self._results),
+            )
+        elif not ok and self._opened_at is not None:
+            self._opened_at = time.monotonic()  # a failed trial call re-opens it
+
+
+class TargetHttp:
+    """The HTTP client of one target. Create with :func:`make_target_http`."""
+
+    def __init__(
+        self,
+        *,
+        target: str,
+        client: httpx.AsyncClient,
+        concurrency: int,
+        rate: float,
+        read_attempts: int = 4,
+        write_attempts: int = 3,
+        retry_timeout: float = 60.0,
+    ) -> None:
+        self.target = target
+        self.client = client
+        self.limiter = RateLimiter(target, rate)
+        self.breaker = CircuitBreaker(target)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._read_attempts = read_attempts
+        self._write_attempts = write_attempts
+        self._retry_timeout = retry_timeout
+        self.server_skew: timedelta | None = None
+
+    async def read(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """A request without side effects; retried on 429, 5xx, timeouts, connection errors."""
+        async for attempt in stamina.retry_context(
+            on=_retry_read,
+            attempts=self._read_attempts,
+            timeout=self._retry_timeout,
+            wait_initial=0.5,
+            wait_max=10.0,
+        ):
+            with attempt:
+                return await self._send(method, url, write=False, **kw)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def write(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """A destructive request; retried only when it surely was not processed."""
+        async for attempt in stamina.retry_context(
+            on=_retry_write,
+            attempts=self._write_attempts,
+            timeout=self._retry_timeout,
+            wait_initial=0.5,
+            wait_max=10.0,
+        ):
+            with attempt:
+                return await self._send(method, url, write=True, **kw)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def _send(self, method: str, url: str, *, write: bool, **kw: Any) -> httpx.Response:
+        self.breaker.check()
+        await self.limiter.acquire()
+        where = f"{method} {_redact(url)}"
+        async with self._slots:
+            try:
+                response = await self.client.request(method, url, **kw)
+            except httpx.HTTPError as exc:
+                self._count(method, type(exc).__name__)
+                self.breaker.record(False)
+                raise self._transport_error(exc, where, write) from exc
+        self._count(method, str(response.status_code))
+        self._note_date(response)
+        return self._classify(response, where, write)
+
+    def _transport_error(self, exc: httpx.HTTPError, where: str, write: bool) -> ProviderError:
+        kind = type(exc).__name__
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            return ProviderUnavailable(f"{where}: {kind} (not sent)", target=self.target)
+        if write:
+            return OutcomeUnknown(f"{where}: {kind} after sending", target=self.target)
+        return ProviderUnavailable(f"{where}: {kind}", target=self.target)
+
+    def _classify(self, response: httpx.Response, where: str, write: bool) -> httpx.Response:
+        status = response.status_code
+        request_id = _request_id(response.headers)
+        if status == 429:
+            self.breaker.record(True)
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if retry_after:
+                self.limiter.hold(retry_after)
+            raise Throttled(
+                f"{where}: 429 throttled",
+                target=self.target,
+                status=status,
+                request_id=request_id,
+                retry_after=retry_after,
+            )
+        if status >= 500:
+            self.breaker.record(False)
+            error = OutcomeUnknown if write else ProviderUnavailable
+            raise error(
+                f"{where}: {status}", target=self.target, status=status, request_id=request_id
+            )
+        self.breaker.record(True)
+        if status in (401, 403):
+            raise AuthFailed(
+                f"{where}: {status} credentials rejected",
+                target=self.target,
+                status=status,
+                request_id=request_id,
+            )
+        return response
+
+    def _count(self, method: str, status: str) -> None:
+        metrics.PROVIDER_REQUESTS.labels(self.target, method, status).inc()
+
+    def _note_date(self, response: httpx.Response) -> None:
+        date = response.headers.get("date")
+        if not date:
+            return
+        try:
+            server = email.utils.parsedate_to_datetime(date)
+        except (TypeError, ValueError):
+            return
+        if server.tzinfo is not None:
+            self.server_skew = server - datetime.now(UTC)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+
+def _retry_read(exc: Exception) -> bool | float:
+    if isinstance(exc, Throttled):
+        return exc.retry_after if exc.retry_after else True
+    return isinstance(exc, ProviderUnavailable)
+
+
+def _retry_write(exc: Exception) -> bool | float:
+    if isinstance(exc, Throttled):
+        return exc.retry_after if exc.retry_after else True
+    # Only errors raised before anything was sent are ProviderUnavailable on the write path.
+    return isinstance(exc, ProviderUnavailable) and exc.status is None
+
+
+def _request_id(headers: Mapping[str, str]) -> str | None:
+    for name in ("opc-request-id", "x-request-id", "x-amzn-requestid", "x-jupyter-request-id"):
+        if name in headers:
+            return headers[name]
+    return None
+
+
+def _redact(url: str) -> str:
+    """Drop the query string: it may carry tokens."""
+    return url.split("?", 1)[0]
+
+
+def make_target_http(
+    *,
+    target: str,
+    base_url: str,
+    auth: httpx.Auth | None,
+    timeout: timedelta,
+    concurrency: int,
+    rate: float,
+    transport: httpx.AsyncBaseTransport | None = None,
+    headers: Mapping[str, str] | None = None,
+    event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
+) -> TargetHttp:
+    """Build a target's client: explicit timeouts everywhere, bounded pool, no redirects."""
+    seconds = timeout.total_seconds()
+    client = httpx.AsyncClient(
+        base_url=base_url,
+        auth=StripTraceHeaders(auth),
+        timeout=httpx.Timeout(seconds, connect=min(seconds, 5.0), pool=seconds),
+        limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency),
+        transport=transport,
+        headers={"user-agent": f"janitor/{__version__}", **(headers or {})},
+        follow_redirects=False,
+        trust_env=True,
+        event_hooks=dict(event_hooks or {}),
+    )
+    return TargetHttp(target=target, client=client, concurrency=concurrency, rate=rate)
+
+
+async def post_json(
+    url: str,
+    body: Mapping[str, Any],
+    *,
+    headers: Mapping[str, str],
+    timeout: timedelta,
+    attempts: int,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> int:
+    """POST JSON to a webhook, retried with backoff on 429, 5xx and transport errors.
+
+    Returns the final status; raises ProviderUnavailable when every attempt failed. The URL
+    and headers may hold secrets: neither appears in the error.
+    """
+    seconds = timeout.total_seconds()
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(seconds, connect=min(seconds, 5.0)),
+        transport=transport,
+        headers={"user-agent": f"janitor/{__version__}"},
+        follow_redirects=False,
+        auth=StripTraceHeaders(None),
+    ) as client:
+        async for attempt in stamina.retry_context(
+            on=_retry_read,
+            attempts=attempts,
+            timeout=seconds * attempts,
+            wait_initial=0.5,
+            wait_max=5.0,
+        ):
+            with attempt:
+                try:
+                    response = await client.post(url, json=dict(body), headers=dict(headers))
+                except httpx.HTTPError as exc:
+                    raise ProviderUnavailable(f"webhook: {type(exc).__name__}") from None
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise ProviderUnavailable(
+                        f"webhook: {response.status_code}", status=response.status_code
+                    )
+                if response.status_code >= 400:
+                    raise ProviderError(
+                        f"webhook: {response.status_code}", status=response.status_code
+                    )
+                return response.status_code
+    raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover

@@ -1,0 +1,62 @@
+"""How janitor's memory of a session advances from one daemon sweep to the next. Pure.
+
+The memory (:class:`~janitor.model.History`) holds when janitor first saw the session, since
+when it is in its state, how many consecutive sweeps a policy matched it, whether a grace
+policy marked it (and when the warning went out), and the key of the last decision, so audit
+rows are written when a decision changes rather than every sweep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from janitor.model import Decision, History, Mark, Session, Verdict
+
+
+def advance(
+    previous: History | None, session: Session, decision: Decision, now: datetime
+) -> History:
+    """The memory after this sweep's decision (before any warning is delivered)."""
+    first_seen = previous.first_seen if previous else now
+    if previous is not None and previous.state == session.state:
+        state_since = previous.state_since
+    else:
+        state_since = session.state_since or now
+    matched = decision.policy is not None and decision.verdict is not Verdict.SKIP
+    return History(
+        first_seen=first_seen,
+        state=session.state,
+        state_since=state_since,
+        streak_policy=decision.policy.name if matched and decision.policy else None,
+        streak=decision.streak if matched else 0,
+        mark=_next_mark(previous, decision, now) if matched else None,
+        last_key=decision.key,
+    )
+
+
+def _next_mark(previous: History | None, decision: Decision, now: datetime) -> Mark | None:
+    assert decision.policy is not None
+    old = previous.mark if previous else None
+    if old is not None and old.policy == decision.policy.name:
+        return old
+    if decision.verdict is Verdict.WARN:
+        return Mark(policy=decision.policy.name, marked_at=now)
+    return None
+
+
+def warned(history: History, at: datetime) -> History:
+    """The memory once the warning for its mark was delivered at ``at``."""
+    if history.mark is None or history.mark.warned_at is not None:
+        return history
+    return replace(history, mark=replace(history.mark, warned_at=at))
+
+
+def notified(history: History, policy: str, at: datetime) -> History:
+    """The memory once a ``notify`` action for ``policy`` was delivered at ``at``."""
+    return replace(history, mark=Mark(policy=policy, marked_at=at, warned_at=at))
+
+
+def unmarked(previous: History | None, current: History) -> bool:
+    """True when a mark was cleared this sweep (activity resumed or the policy changed)."""
+    return previous is not None and previous.mark is not None and current.mark is None

@@ -1,0 +1,80 @@
+"""Prometheus metrics. One registry for the process; label values never contain session ids."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+SWEEPS = Counter(
+    "janitor_sweeps", "Target sweeps by result", ["target", "result"], registry=REGISTRY
+)
+SWEEP_DURATION = Histogram(
+    "janitor_sweep_duration_seconds",
+    "Duration of one target sweep",
+    ["target"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+    registry=REGISTRY,
+)
+SESSIONS_SEEN = Gauge(
+    "janitor_sessions_seen",
+    "Sessions listed in the last sweep, by target and normalized state",
+    ["target", "state"],
+    registry=REGISTRY,
+)
+ACTIONS = Counter(
+    "janitor_actions",
+    "Actions by target, action and outcome",
+    ["target", "action", "outcome"],
+    registry=REGISTRY,
+)
+PROVIDER_REQUESTS = Counter(
+    "janitor_provider_requests",
+    "Provider HTTP requests by target, method and status (or error class)",
+    ["target", "method", "status"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_WAITS = Counter(
+    "janitor_rate_limit_waits",
+    "Times a request waited for the target's request budget or a Retry-After",
+    ["target"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_WAIT_SECONDS = Counter(
+    "janitor_rate_limit_wait_seconds",
+    "Seconds spent waiting for the target's request budget or a Retry-After",
+    ["target"],
+    registry=REGISTRY,
+)
+BLAST_RADIUS_BLOCKS = Counter(
+    "janitor_blast_radius_blocks",
+    "Policies or targets blocked by a blast-radius limit",
+    ["target", "scope"],
+    registry=REGISTRY,
+)
+LAST_SUCCESS = Gauge(
+    "janitor_last_successful_sweep_timestamp_seconds",
+    "Unix time of the last successful sweep of a target",
+    ["target"],
+    registry=REGISTRY,
+)
+CIRCUIT_OPEN = Gauge(
+    "janitor_circuit_open",
+    "1 while the target's circuit breaker is open",
+    ["target"],
+    registry=REGISTRY,
+)
+LEASE_HELD = Gauge(
+    "janitor_lease_held",
+    "1 while this process holds the target's lease",
+    ["target"],
+    registry=REGISTRY,
+)
+AUDIT_HEAD = Gauge(
+    "janitor_audit_chain_length",
+    "Rows in the audit chain after the last sweep (with the head hash as a label)",
+    ["head"],
+    registry=REGISTRY,
+)
+ALERTS = Counter("janitor_alerts", "Alerts raised, by cause kind", ["kind"], registry=REGISTRY)
+PAUSED = Gauge("janitor_paused", "1 while the kill switch is on", registry=REGISTRY)

@@ -1,0 +1,214 @@
+"""The records janitor reasons about: sessions, decisions, outcomes. Frozen, no I/O.
+
+Every timestamp here is timezone-aware UTC. Providers build :class:`Session` records,
+the policy engine turns them into :class:`Decision` records, the sweep turns decisions
+into audit rows.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+
+class State(enum.StrEnum):
+    """Normalized session state (DESIGN 2.4). Each provider maps its own states onto these."""
+
+    IDLE = "idle"
+    BUSY = "busy"
+    PENDING = "pending"
+    STOPPING = "stopping"
+    DEAD = "dead"
+    ENDED = "ended"
+    UNKNOWN = "unknown"
+
+
+#: States a policy matches without naming them. Any other state must be listed in
+#: ``match.state`` explicitly; ``unknown`` can never be matched at all.
+QUIET_STATES: frozenset[State] = frozenset({State.IDLE, State.DEAD, State.ENDED})
+
+
+class Action(enum.StrEnum):
+    """What a policy does to a matching session."""
+
+    DELETE = "delete"
+    STOP = "stop"
+    CANCEL = "cancel"
+    NOTIFY = "notify"
+
+    @property
+    def destructive(self) -> bool:
+        """True for actions that change the session on the provider."""
+        return self is not Action.NOTIFY
+
+
+class Verdict(enum.StrEnum):
+    """What the engine concluded for one session in one sweep."""
+
+    SKIP = "skip"  # no policy acts on it (no match, exempt, unknown, malformed)
+    WAIT = "wait"  # a policy matches but must wait (observations, grace)
+    WARN = "warn"  # a policy with grace matches: warn and start the grace period
+    ACT = "act"  # act now (or report would_act in dry-run)
+
+
+class Outcome(enum.StrEnum):
+    """The result of an intended action (DESIGN 2.5 and 5)."""
+
+    EXECUTED = "executed"
+    ALREADY_ABSENT = "already_absent"
+    SKIPPED_CHANGED = "skipped_changed"
+    WOULD_ACT = "would_act"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class AuditKind(enum.StrEnum):
+    """The kinds of audit rows."""
+
+    INTENT = "intent"
+    OUTCOME = "outcome"
+    WARN = "warn"
+    UNMARK = "unmark"
+    SKIP = "skip"
+    WAIT = "wait"
+    LIST_FAILED = "list_failed"
+    INVALID_RECORD = "invalid_record"
+    BLOCKED = "blocked"
+    POLICY_CHANGE = "policy_change"
+    PAUSE = "pause"
+    RESUME = "resume"
+    SWEEP_ABORTED = "sweep_aborted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Session:
+    """One provider session, normalized (DESIGN 2.4).
+
+    ``anomalies`` lists why a field could not be trusted (a naive or future timestamp, an
+    unparseable value). A session with anomalies is never acted on.
+    """
+
+    target: str
+    provider: str
+    id: str
+    name: str
+    kind: str
+    state: State
+    provider_state: str
+    last_activity: datetime | None = None
+    created_at: datetime | None = None
+    state_since: datetime | None = None
+    connections: int | None = None
+    owner: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    etag: str | None = None
+    parent_id: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    anomalies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidRecord:
+    """A listed record that could not be turned into a Session at all."""
+
+    target: str
+    id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listing:
+    """A complete listing of one target. Providers raise instead of returning partial data."""
+
+    sessions: tuple[Session, ...]
+    invalid: tuple[InvalidRecord, ...] = ()
+    server_skew: timedelta | None = None  # provider clock minus ours, from its Date header
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mark:
+    """A session a grace policy has marked: warned at ``warned_at`` (None: not yet delivered)."""
+
+    policy: str
+    marked_at: datetime
+    warned_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class History:
+    """What janitor remembers about a session from earlier daemon sweeps."""
+
+    first_seen: datetime
+    state: State
+    state_since: datetime
+    streak_policy: str | None = None
+    streak: int = 0
+    mark: Mark | None = None
+    last_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyRef:
+    """The policy and version a decision came from."""
+
+    name: str
+    version: int
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """The engine's verdict on one session, with a sentence a person can read.
+
+    ``code`` is a stable, short form of the reason (no numbers that change every sweep):
+    the sweep writes a skip or wait row only when it changes.
+    """
+
+    session: Session
+    verdict: Verdict
+    reason: str
+    code: str
+    policy: PolicyRef | None = None
+    action: Action | None = None
+    dry_run: bool = True
+    streak: int = 0
+
+    @property
+    def key(self) -> str:
+        """Identifies the decision for de-duplicating audit rows across sweeps."""
+        policy = str(self.policy) if self.policy else "-"
+        return f"{self.verdict}|{policy}|{self.code}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent:
+    """One audit row (DESIGN 2.5). ``id``, ``prev_hash`` and ``hash`` are set by the store."""
+
+    at: datetime
+    kind: AuditKind
+    reason: str
+    actor: str
+    sweep_id: str | None = None
+    target: str | None = None
+    session_id: str | None = None
+    session_name: str | None = None
+    session_kind: str | None = None
+    policy: str | None = None
+    policy_version: int | None = None
+    action: Action | None = None
+    dry_run: bool = False
+    outcome: Outcome | None = None
+    http_status: int | None = None
+    provider_request_id: str | None = None
+    error: str | None = None
+    fencing_token: int | None = None
+    intent_id: int | None = None
+    id: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None

@@ -1,0 +1,1 @@
+"""Logging, systemd notification, the health/metrics HTTP server and Sentry."""

@@ -1,0 +1,1 @@
+"""Policies: the YAML spec (``spec``), the condition registry (``conditions``), the pure engine."""

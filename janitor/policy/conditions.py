@@ -1,0 +1,327 @@
+"""Conditions: the keys of a policy's ``match`` and ``exempt`` blocks, in one registry.
+
+Adding a condition means one class with a ``@condition("name")`` line here, test rows in
+``tests/unit/test_conditions.py`` and a line in ``docs/policies.md``.
+
+Every condition answers three-valued: True, False, or None when the session does not say
+(an unknown ``last_activity``, no owner). In ``match`` an unknown never matches; in
+``exempt`` an unknown exempts, so a field a provider cannot read never exposes a session.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Protocol, cast
+
+from pydantic import TypeAdapter, ValidationError
+
+from janitor.durations import Duration, format_duration
+from janitor.model import History, Session, State
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One condition's answer: True, False or None (unknown), with a readable reason."""
+
+    value: bool | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvalContext:
+    """What conditions may look at besides the session: the time and janitor's memory."""
+
+    now: datetime
+    history: History | None
+
+
+class Condition(Protocol):
+    """A compiled condition."""
+
+    name: ClassVar[str]
+
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match:
+        """Answer for one session."""
+        ...
+
+
+class ConditionType(Protocol):
+    """A condition class: built from the policy's value for its key."""
+
+    name: ClassVar[str]
+
+    def __call__(self, value: Any) -> Condition: ...
+
+
+CONDITIONS: dict[str, ConditionType] = {}
+
+
+def condition(name: str) -> Callable[[type[Any]], type[Any]]:
+    """Register a condition class under ``name`` (its key in ``match`` and ``exempt``)."""
+
+    def register(cls: type[Any]) -> type[Any]:
+        cls.name = name
+        CONDITIONS[name] = cast(ConditionType, cls)
+        return cls
+
+    return register
+
+
+class ConditionError(ValueError):
+    """A condition's value is invalid; the message says what is expected."""
+
+
+def compile_condition(name: str, value: Any) -> Condition:
+    """Validate ``value`` for condition ``name`` and return the compiled condition.
+
+    Raises:
+        ConditionError: unknown key or invalid value.
+    """
+    try:
+        cls = CONDITIONS[name]
+    except KeyError:
+        known = ", ".join(sorted(CONDITIONS))
+        raise ConditionError(f"unknown key (known conditions: {known})") from None
+    return cls(value)
+
+
+def _validate(adapter: TypeAdapter[Any], value: Any) -> Any:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        raise ConditionError(str(first["msg"]).removeprefix("Value error, ")) from None
+
+
+_STATES = TypeAdapter(list[State])
+_STRINGS = TypeAdapter(list[str])
+_POSITIVE = TypeAdapter(Duration)
+_LABELS = TypeAdapter(dict[str, str])
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _duration(value: Any) -> timedelta:
+    parsed: timedelta = _validate(_POSITIVE, value)
+    if parsed <= timedelta(0):
+        raise ConditionError("must be a positive duration such as 90s, 15m, 2h or 7d")
+    return parsed
+
+
+def _globs(value: Any) -> tuple[str, ...]:
+    patterns = _validate(_STRINGS, _one_or_many(value))
+    if not patterns:
+        raise ConditionError("must list at least one value")
+    return tuple(patterns)
+
+
+def _any_glob(text: str | None, patterns: tuple[str, ...]) -> bool:
+    return text is not None and any(fnmatch.fnmatchcase(text, p) for p in patterns)
+
+
+@condition("state")
+class StateIn:
+    """Normalized state is one of the listed states. ``unknown`` cannot be listed."""
+
+    name: ClassVar[str]
+
+    def __init__(self, value: Any) -> None:
+        states = _validate(_STATES, _one_or_many(value))
+        if not states:
+            raise ConditionError("must list at least one state")
+        if State.UNKNOWN in states:
+            raise ConditionError("'unknown' cannot be matched: janitor never acts on it")
+        self.states: frozenset[State] = frozenset(states)
+
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match:
+        """True when the state is listed."""
+        listed = ", ".join(sorted(self.states))
+        if session.state in self.states:
+            return Match(True, f"state {session.state}")
+        return Match(False, f"state {session.state} not in [{listed}]")
+
+
+@condition("provider_state")
+class ProviderStateIn:
+    """The provider's own state (case-insensitive) is one of the listed values."""
+
+    name: ClassVar[str]
+
+    def __init__(self, value: Any) -> None:
+        self.values = frozenset(v.lower() for v in _globs(value))
+
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match:
+        """True when the provider state is listed."""
+        if session.provider_state.lower() in self.values:
+            return Match(True, f"provider state {session.provider_state}")
+        return Match(False, f"provider state {session.provider_state} not listed")
+
+
+@condition("idle_for")
+class IdleFor:
+    """No activity for at least the duration: ``now - last_activity``. Unknown never matches."""
+
+    name: ClassVar[str]
+
+    def __init__(self, value: Any) -> None:
+        self.duration = _duration(value)
+
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match:
+        """Compare the idle time with the limit."""
+        if session.last_activity is None:
+            return Match(None, "last activity unknown")
+        idle = ctx.now - session.last_activity
+        limit = format_duration(self.duration)
+        if idle >= self.duration:
+            return Match(True, f"idle {format_duration(idle)} ≥ {limit}")
+        return Match(False, f"idle {format_duration(idle)} < {limit}")
+
+
+@condition("in_state_for")
+class InStateFor:
+    """In the current state for at least the duration (provider's time, else janitor's)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, value: Any) -> None:
+        self.duration = _duration(value)
+
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match:
+        """Compare the time in state with the limit."""
+        since = state_since(session, ctx)
+        if since is None:
+            return Match(None, f"time in state {session.state} unknown")
+        spent = ctx.now - since
+        limit = format_duration(self.duration)
+        if spent >= self.duration:
+            return Match(True, f"{session.state} for {format_duration(spent)} ≥ {limit}")
+        return Match(False, f"{session.state} for {format_duration(spent)} < {limit}")
+
+
+@condition("age")
+class AgeAtLeast:
+    """Created at least the duration ago (janitor's first sighting when the provider won't say)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, value: Any) -> None:
+        self.duration = _duration(value)
+
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match:
+        """Compare the age with the limit."""
+        created, source = session.created_at, "age"
+        if created is None and ctx.history is not None:
+            created, source = ctx.history.first_seen, "seen for"
+        if created is None:
+            return Match(None, "age unknown")
+        age = ctx.now - created
+        limit = format_duration(self.duration)
+        if age >= self.duration:
+            return Match(True, f"{source} {format_duration(age)} ≥ {limit}")
+        return Match(False, f"{source} {format_duration(age)} < {limit}")
+
+
+@condition("max_connections")
+class MaxConnections:
+    """At most this many clients connected. Unknown never matches."""
+
+    name: ClassVar[str]
+
+    def __init__(self, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConditionError("must be a whole number ≥ 0")
+        self.limit = value
+
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match:
+        """Compare the connection count with the limit."""
+        if session.connections is None:
+            return Match(None, "connections unknown")
+        if session.connections <= self.limit:
+            return Match(True, f"{session.connections} connections")
+        return Match(False, f"{session.connections} connections > {self.limit}")
+
+
+@condition("name")
+class NameGlob:
+    """The session name matches one of the globs (``keep-*``)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, value: Any) -> None:
+        self.patterns = _globs(value)
+
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match:
+        """True when a glob matches the name."""
+        if _any_glob(session.name, self.patterns):
+            return Match(True, f"name {session.name!r} matches {list(self.patterns)}")
+        return Match(False, f"name {session.name!r} does not match {list(self.patterns)}")
+
+
+@condition("owner")
+class OwnerGlob:
+    """The owner matches one of the globs. Unknown owner: unknown."""
+
+    name: ClassVar[str]
+
+    def __init__(self, value: Any) -> None:
+        self.patterns = _globs(value)
+
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match:
+        """True when a glob matches the owner."""
+        if session.owner is None:
+            return Match(None, "owner unknown")
+        if _any_glob(session.owner, self.patterns):
+            return Match(True, f"owner {session.owner!r} matches {list(self.patterns)}")
+        return Match(False, f"owner {session.owner!r} does not match {list(self.patterns)}")
+
+
+@condition("labels")
+class LabelsMatch:
+    """Every listed label is present and matches its glob."""
+
+    name: ClassVar[str]
+
+    def __init__(self, value: Any) -> None:
+        labels: dict[str, str] = _validate(_LABELS, value)
+        if not labels:
+            raise ConditionError("must list at least one label")
+        self.labels: Mapping[str, str] = labels
+
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match:
+        """True when all labels match."""
+        for key, pattern in self.labels.items():
+            value = session.labels.get(key)
+            if value is None or not fnmatch.fnmatchcase(value, pattern):
+                return Match(False, f"label {key}={value!r} does not match {pattern!r}")
+        return Match(True, f"labels match {dict(self.labels)}")
+
+
+@condition("kind")
+class KindIn:
+    """The session kind (``notebook``, ``kernel``, ``sql``, ``job``, ...) is listed."""
+
+    name: ClassVar[str]
+
+    def __init__(self, value: Any) -> None:
+        self.kinds = frozenset(_globs(value))
+
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match:
+        """True when the kind is listed."""
+        if session.kind in self.kinds:
+            return Match(True, f"kind {session.kind}")
+        return Match(False, f"kind {session.kind} not in {sorted(self.kinds)}")
+
+
+def state_since(session: Session, ctx: EvalContext) -> datetime | None:
+    """When the session entered its current state: the provider's value, else janitor's."""
+    if session.state_since is not None:
+        return session.state_since
+    history = ctx.history
+    if history is not None and history.state == session.state:
+        return history.state_since
+    return None

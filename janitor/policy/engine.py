@@ -1,0 +1,189 @@
+"""The decision engine: pure, no I/O. ``decide(session, policies, now, history) -> Decision``.
+
+Rules, in order:
+
+1. A session with anomalies (naive or future timestamps, malformed fields) is skipped.
+2. A session in state ``unknown`` is skipped.
+3. Enabled policies that apply to the session's target run in (priority, name) order; the
+   first whose ``match`` holds decides, whatever its mode. A session in a state other than
+   idle, dead or ended only matches a policy that lists that state in ``match.state``.
+4. If that policy's ``exempt`` holds (any of its keys; an unknown value exempts), skip.
+5. ``min_observations``: wait until the policy matched in that many consecutive sweeps.
+6. Dry-run policies report ``act`` (the sweep records ``would_act``) and never warn.
+7. ``notify`` acts once per mark. ``grace``: warn first, wait, act once the grace has
+   passed since the warning was delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from janitor.durations import format_duration
+from janitor.model import (
+    QUIET_STATES,
+    Action,
+    Decision,
+    History,
+    Mark,
+    Session,
+    State,
+    Verdict,
+)
+from janitor.policy.conditions import EvalContext, Match
+from janitor.policy.spec import Policy
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evaluation:
+    """How one policy judged one session: what ``janitor explain`` shows."""
+
+    policy: Policy
+    matched: bool
+    reasons: tuple[str, ...]
+    exempt_reason: str | None = None
+
+
+def ordered(policies: Sequence[Policy]) -> list[Policy]:
+    """Enabled policies in evaluation order."""
+    return sorted((p for p in policies if p.enabled), key=lambda p: (p.priority, p.name))
+
+
+def evaluate(policy: Policy, session: Session, ctx: EvalContext) -> Evaluation:
+    """Evaluate one policy's match and exempt blocks against a session."""
+    if session.state not in QUIET_STATES and session.state not in policy.explicit_states:
+        reason = f"state {session.state} is only matched by a policy that lists it"
+        return Evaluation(policy=policy, matched=False, reasons=(reason,))
+    results = [condition.evaluate(session, ctx) for condition in policy.match]
+    failed = [r.reason for r in results if r.value is not True]
+    if failed:
+        return Evaluation(policy=policy, matched=False, reasons=tuple(failed))
+    reasons = tuple(r.reason for r in results)
+    exempt = _exempt_reason([c.evaluate(session, ctx) for c in policy.exempt])
+    return Evaluation(policy=policy, matched=True, reasons=reasons, exempt_reason=exempt)
+
+
+def _exempt_reason(results: list[Match]) -> str | None:
+    for result in results:
+        if result.value is True:
+            return result.reason
+        if result.value is None:
+            return f"{result.reason}, exempt to be safe"
+    return None
+
+
+def decide(
+    session: Session, policies: Sequence[Policy], now: datetime, history: History | None
+) -> Decision:
+    """Decide what to do with one session now. Pure: same inputs, same decision."""
+    if session.anomalies:
+        return _skip(session, "malformed", "record not trusted: " + "; ".join(session.anomalies))
+    if session.state is State.UNKNOWN:
+        return _skip(
+            session,
+            "unknown_state",
+            f"provider state {session.provider_state!r} is unknown; never acted on",
+        )
+    ctx = EvalContext(now=now, history=history)
+    misses: list[str] = []
+    for policy in ordered(policies):
+        if not policy.applies_to(session.target):
+            continue
+        evaluation = evaluate(policy, session, ctx)
+        if evaluation.matched:
+            return _decide_matched(session, evaluation, ctx)
+        misses.append(f"{policy.name}: {evaluation.reasons[0]}")
+    if not misses:
+        return _skip(session, "no_policy", "no enabled policy applies to this target")
+    shown = "; ".join(misses[:3]) + ("; …" if len(misses) > 3 else "")
+    return _skip(session, "no_match", f"no policy matched ({shown})")
+
+
+def _decide_matched(session: Session, evaluation: Evaluation, ctx: EvalContext) -> Decision:
+    policy = evaluation.policy
+    tag = f"(policy {policy.ref})"
+    if evaluation.exempt_reason is not None:
+        return Decision(
+            session=session,
+            verdict=Verdict.SKIP,
+            policy=policy.ref,
+            code="exempt",
+            reason=f"exempt: {evaluation.exempt_reason} {tag}",
+        )
+    history = ctx.history
+    previous = history.streak if history and history.streak_policy == policy.name else 0
+    mark = history.mark if history and history.mark and history.mark.policy == policy.name else None
+    verdict, code, text = _stage(
+        policy, " and ".join(evaluation.reasons), previous + 1, mark, ctx.now
+    )
+    return Decision(
+        session=session,
+        verdict=verdict,
+        code=code,
+        reason=f"{text} {tag}",
+        policy=policy.ref,
+        action=policy.action,
+        dry_run=policy.dry_run,
+        streak=previous + 1,
+    )
+
+
+def _stage(
+    policy: Policy, because: str, streak: int, mark: Mark | None, now: datetime
+) -> tuple[Verdict, str, str]:
+    """Where a matching session stands: observations, dry-run, notify, grace, act."""
+    if streak < policy.min_observations:
+        return (
+            Verdict.WAIT,
+            "observations",
+            (
+                f"{because}, matched in {streak} of {policy.min_observations} consecutive sweeps "
+                "needed"
+            ),
+        )
+    if policy.dry_run:
+        note = f", after a grace of {format_duration(policy.grace)}" if policy.grace else ""
+        return Verdict.ACT, "act", f"{because}{note}"
+    if policy.action is Action.NOTIFY:
+        if mark is not None and mark.warned_at is not None:
+            return (
+                Verdict.WAIT,
+                "notified",
+                (f"{because}; notified at {mark.warned_at:%Y-%m-%d %H:%M} UTC"),
+            )
+        return Verdict.ACT, "act", because
+    if policy.grace is None:
+        return Verdict.ACT, "act", because
+    grace = format_duration(policy.grace)
+    if mark is None or mark.warned_at is None:
+        return (
+            Verdict.WARN,
+            "warn",
+            (f"{because}; warning now, {policy.action} after a grace of {grace}"),
+        )
+    due = mark.warned_at + policy.grace
+    if now < due:
+        return (
+            Verdict.WAIT,
+            "grace",
+            (f"{because}; warned, in grace until {due:%Y-%m-%d %H:%M:%S} UTC"),
+        )
+    return Verdict.ACT, "act", f"{because}; grace of {grace} passed since the warning"
+
+
+def _skip(session: Session, code: str, reason: str) -> Decision:
+    return Decision(session=session, verdict=Verdict.SKIP, code=code, reason=reason)
+
+
+def explain(
+    session: Session, policies: Sequence[Policy], now: datetime, history: History | None
+) -> tuple[Decision, list[Evaluation]]:
+    """The decision plus every applicable policy's evaluation, for ``janitor explain``."""
+    ctx = EvalContext(now=now, history=history)
+    evaluations = [
+        evaluate(policy, session, ctx)
+        for policy in ordered(policies)
+        if policy.applies_to(session.target)
+    ]
+    return decide(session, policies, now, history), evaluations

@@ -1,0 +1,254 @@
+"""Policy documents: the YAML admins write (DESIGN 2.3), validated in layers.
+
+1. YAML syntax (file and line);
+2. the document's shape with pydantic (unknown keys, types, durations);
+3. each ``match`` / ``exempt`` key through the condition registry;
+4. the action against the providers of the targets the policy applies to.
+
+Every error is a :class:`~janitor.errors.PolicyError` naming the file, the policy and the field.
+A valid spec compiles into a frozen :class:`Policy` the engine evaluates.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from janitor.durations import Duration
+from janitor.errors import PolicyError
+from janitor.model import Action, PolicyRef, State
+from janitor.policy.conditions import Condition, ConditionError, StateIn, compile_condition
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+class PolicySpec(BaseModel):
+    """One policy as written in YAML and stored (as JSON) in the database."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    enabled: bool = True
+    priority: int = Field(default=100, ge=0, le=1_000_000)
+    targets: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    match: dict[str, Any] = Field(min_length=1)
+    exempt: dict[str, Any] = Field(default_factory=dict)
+    action: Action
+    mode: Literal["dry-run", "enforce"] = "dry-run"
+    grace: Duration | None = None
+    min_observations: int = Field(default=1, ge=1, le=1000)
+    max_actions_per_sweep: int | None = Field(default=None, ge=0)
+    max_actions_percent: float | None = Field(default=None, gt=0, le=100)
+
+    def canonical(self) -> dict[str, Any]:
+        """The stored form: JSON-compatible, defaults left out, stable for comparison."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+
+class PolicyDocument(BaseModel):
+    """A policy file: ``policies: [...]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policies: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """A compiled, enabled-or-not policy at one version: what the engine evaluates."""
+
+    name: str
+    version: int
+    priority: int
+    enabled: bool
+    targets: tuple[str, ...]
+    match: tuple[Condition, ...]
+    exempt: tuple[Condition, ...]
+    explicit_states: frozenset[State]
+    action: Action
+    dry_run: bool
+    grace: timedelta | None
+    min_observations: int
+    max_actions_per_sweep: int | None
+    max_actions_percent: float | None
+    spec: PolicySpec
+
+    @property
+    def ref(self) -> PolicyRef:
+        """Name and version, as recorded in decisions and audit rows."""
+        return PolicyRef(name=self.name, version=self.version)
+
+    def applies_to(self, target: str) -> bool:
+        """True when one of the policy's target globs matches ``target``."""
+        return any(fnmatch.fnmatchcase(target, pattern) for pattern in self.targets)
+
+
+def compile_policy(spec: PolicySpec, version: int, *, where: str = "") -> Policy:
+    """Compile a validated spec; raise PolicyError naming the field on a bad condition."""
+    match = _compile_block(spec, "match", spec.match, where)
+    exempt = _compile_block(spec, "exempt", spec.exempt, where)
+    explicit: frozenset[State] = frozenset()
+    for item in match:
+        if isinstance(item, StateIn):
+            explicit = item.states
+    return Policy(
+        name=spec.name,
+        version=version,
+        priority=spec.priority,
+        enabled=spec.enabled,
+        targets=tuple(spec.targets),
+        match=match,
+        exempt=exempt,
+        explicit_states=explicit,
+        action=spec.action,
+        dry_run=spec.mode != "enforce",
+        grace=spec.grace,
+        min_observations=spec.min_observations,
+        max_actions_per_sweep=spec.max_actions_per_sweep,
+        max_actions_percent=spec.max_actions_percent,
+        spec=spec,
+    )
+
+
+def _compile_block(
+    spec: PolicySpec, block: str, items: Mapping[str, Any], where: str
+) -> tuple[Condition, ...]:
+    compiled = []
+    for key, value in items.items():
+        try:
+            compiled.append(compile_condition(key, value))
+        except ConditionError as exc:
+            raise PolicyError(_located(where, spec.name, f"{block}.{key}", str(exc))) from None
+    return tuple(compiled)
+
+
+def _located(where: str, policy: str | None, field: str, message: str) -> str:
+    prefix = f"{where}: " if where else ""
+    name = f"policy {policy}" if policy else "policy"
+    return f"{prefix}{name}: {field}: {message}"
+
+
+def parse_specs(data: Any, *, where: str) -> list[PolicySpec]:
+    """Validate a loaded document into specs (shape, then conditions), names unique."""
+    try:
+        document = PolicyDocument.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(_pydantic_message(where, None, exc)) from None
+    specs: list[PolicySpec] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(document.policies):
+        label = raw.get("name") if isinstance(raw, dict) else None
+        try:
+            spec = PolicySpec.model_validate(raw)
+        except ValidationError as exc:
+            raise PolicyError(
+                _pydantic_message(where, str(label) if label else f"#{index + 1}", exc)
+            ) from None
+        compile_policy(spec, version=0, where=where)
+        if spec.name in seen:
+            raise PolicyError(_located(where, spec.name, "name", "used twice in the document"))
+        seen.add(spec.name)
+        specs.append(spec)
+    return specs
+
+
+def _pydantic_message(where: str, policy: str | None, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in error["loc"]) or "(document)"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(_located(where, policy, field, message))
+    return "\n".join(lines)
+
+
+def load_policy_files(path: Path) -> list[PolicySpec]:
+    """Load a YAML file, or every ``*.yaml``/``*.yml`` file of a directory (sorted by name)."""
+    if path.is_dir():
+        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+        if not files:
+            raise PolicyError(f"{path}: no *.yaml or *.yml files in this directory")
+    elif path.exists():
+        files = [path]
+    else:
+        raise PolicyError(f"{path}: no such file or directory")
+    specs: list[PolicySpec] = []
+    origin: dict[str, Path] = {}
+    for file in files:
+        for spec in parse_specs(_read_yaml(file), where=str(file)):
+            if spec.name in origin:
+                raise PolicyError(
+                    f"{file}: policy {spec.name}: name: also defined in {origin[spec.name]}"
+                )
+            origin[spec.name] = file
+            specs.append(spec)
+    return specs
+
+
+def _read_yaml(file: Path) -> Any:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{file}: cannot be read: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(f"{file}: invalid YAML{line}: {problem}") from None
+
+
+def check_actions(
+    specs: Iterable[PolicySpec],
+    target_providers: Mapping[str, str],
+    provider_actions: Mapping[str, frozenset[Action]],
+    *,
+    where: str,
+) -> list[str]:
+    """Check each policy's action against the providers of the targets it applies to.
+
+    Returns warnings (a policy that applies to no configured target); raises PolicyError
+    when a provider cannot perform the action.
+    """
+    warnings = []
+    for spec in specs:
+        matched = [
+            name
+            for name in target_providers
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in spec.targets)
+        ]
+        if target_providers and not matched:
+            warnings.append(
+                f"{where}: policy {spec.name}: targets {spec.targets} match no configured target"
+            )
+        for target in matched:
+            provider = target_providers[target]
+            actions = provider_actions[provider]
+            if spec.action not in actions:
+                can = ", ".join(sorted(actions))
+                raise PolicyError(
+                    _located(
+                        where,
+                        spec.name,
+                        "action",
+                        f"provider {provider} of target {target} cannot {spec.action} "
+                        f"(it can: {can}); narrow 'targets' or choose another action",
+                    )
+                )
+    return warnings
+
+
+def dump_document(specs: Iterable[PolicySpec]) -> str:
+    """The YAML of a policy document, as ``policy export`` prints it."""
+    body = {"policies": [spec.canonical() for spec in specs]}
+    return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)

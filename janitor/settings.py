@@ -1,0 +1,260 @@
+"""Settings: a TOML file plus ``JANITOR_*`` environment variables (``__`` nests).
+
+Precedence, highest first: environment, secret files in ``$CREDENTIALS_DIRECTORY`` (systemd
+``LoadCredential=``, named like ``janitor_database_url``), the TOML file, defaults. Targets
+come only from the TOML file; each provider validates its own keys (see
+``janitor.providers``). Every failure is a :class:`~janitor.errors.ConfigError` whose message
+names the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from janitor.durations import Duration
+from janitor.errors import ConfigError, UnknownProvider
+
+DEFAULT_CONFIG = Path("/etc/janitor/janitor.toml")
+TARGET_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class TargetConfig(BaseModel):
+    """Keys every target has. Providers subclass it with their own keys (``extra`` forbidden)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=TARGET_NAME_PATTERN)
+    provider: str
+    max_actions_per_sweep: int | None = Field(default=None, ge=0)
+    max_actions_percent: float | None = Field(default=None, gt=0, le=100)
+    requests_per_second: float = Field(default=10.0, gt=0)
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+    timeout: Duration = timedelta(seconds=30)
+    skew_tolerance: Duration = timedelta(minutes=2)
+    max_population_drop_percent: float = Field(default=50.0, gt=0, le=100)
+
+
+class NotifyConfig(BaseModel):
+    """The generic warning channel: a JSON POST to a webhook."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhook_url: SecretStr | None = None
+    webhook_headers: dict[str, SecretStr] = Field(default_factory=dict)
+    webhook_timeout: Duration = timedelta(seconds=10)
+    webhook_attempts: int = Field(default=3, ge=1, le=10)
+
+
+class SentryConfig(BaseModel):
+    """Optional Sentry reporting; off unless a DSN is configured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dsn: SecretStr | None = None
+    environment: str = "production"
+    monitor_slug: str = "janitor-sweep"
+
+
+class Settings(BaseSettings):
+    """Everything janitor reads at start-up (DESIGN 2.2 and 5)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JANITOR_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        nested_model_default_partial_update=True,
+    )
+
+    database_url: SecretStr | None = None
+    auto_upgrade: bool | None = None
+    sweep_interval: Duration = timedelta(minutes=5)
+    sweep_jitter: Duration = timedelta(seconds=20)
+    sweep_timeout: Duration | None = None
+    dry_run: bool = False
+    listen: str = "127.0.0.1:9465"
+    lease_ttl: Duration = timedelta(minutes=2)
+    failing_target_after: Duration = timedelta(minutes=15)
+    shutdown_grace: Duration = timedelta(seconds=5)
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    notify: NotifyConfig = NotifyConfig()
+    sentry: SentryConfig = SentryConfig()
+    targets: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected HOST:PORT, got {value!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then systemd credentials, then the TOML file (passed as init)."""
+        sources: list[PydanticBaseSettingsSource] = [env_settings]
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if creds:
+            sources.append(
+                NestedSecretsSettingsSource(
+                    file_secret_settings, secrets_dir=creds, secrets_dir_missing="ok"
+                )
+            )
+        sources.append(init_settings)
+        return tuple(sources)
+
+    @property
+    def effective_sweep_timeout(self) -> timedelta:
+        """The configured sweep timeout, or twice the interval."""
+        return self.sweep_timeout or 2 * self.sweep_interval
+
+
+class Config:
+    """Validated settings plus the provider-specific target configurations."""
+
+    def __init__(self, settings: Settings, targets: tuple[TargetConfig, ...], source: str) -> None:
+        self.settings = settings
+        self.targets = targets
+        self.source = source
+
+    def target(self, name: str) -> TargetConfig:
+        """The target called ``name``; ConfigError naming the known ones otherwise."""
+        for target in self.targets:
+            if target.name == name:
+                return target
+        known = ", ".join(t.name for t in self.targets) or "none configured"
+        raise ConfigError(f"{self.source}: no target named {name!r} (targets: {known})")
+
+
+def resolve_config_path(explicit: str | None) -> tuple[Path | None, bool]:
+    """The config file to read and whether the user named it (a named file must exist)."""
+    named = explicit or os.environ.get("JANITOR_CONFIG")
+    if named:
+        return Path(named), True
+    if DEFAULT_CONFIG.exists():
+        return DEFAULT_CONFIG, False
+    return None, False
+
+
+def load_config(explicit: str | None = None) -> Config:
+    """Read and validate the configuration.
+
+    Raises:
+        ConfigError: the named file is missing or unreadable, TOML is invalid, a key is
+            unknown or has a bad value, or a target names an unknown provider.
+    """
+    path, named = resolve_config_path(explicit)
+    source = str(path) if path else "environment"
+    data = _read_toml(path, named) if path else {}
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+    targets = tuple(
+        _validate_target(source, index, raw) for index, raw in enumerate(settings.targets)
+    )
+    _check_unique_names(source, targets)
+    return Config(settings, targets, source)
+
+
+def _read_toml(path: Path, named: bool) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if named:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _validate_target(source: str, index: int, raw: dict[str, Any]) -> TargetConfig:
+    from janitor.providers import config_model  # the registry; imported lazily
+
+    where = f"targets[{index}]"
+    if "name" in raw:
+        where += f" (name={raw['name']!r})"
+    provider = raw.get("provider")
+    if not isinstance(provider, str):
+        raise ConfigError(f"{source}: key {where}.provider is required")
+    try:
+        model = config_model(provider)
+    except UnknownProvider as exc:
+        raise ConfigError(f"{source}: key {where}.provider: {exc}") from None
+    try:
+        return model.model_validate(_resolve_credential_paths(raw))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc, prefix=where)) from None
+
+
+def _resolve_credential_paths(raw: dict[str, Any]) -> dict[str, Any]:
+    """A relative ``*_file`` resolves against ``$CREDENTIALS_DIRECTORY`` when it is set."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not creds:
+        return raw
+    resolved = dict(raw)
+    for key, value in raw.items():
+        if key.endswith("_file") and isinstance(value, str) and not os.path.isabs(value):
+            resolved[key] = os.path.join(creds, value)
+    return resolved
+
+
+def _check_unique_names(source: str, targets: tuple[TargetConfig, ...]) -> None:
+    seen: set[str] = set()
+    for target in targets:
+        if target.name in seen:
+            raise ConfigError(f"{source}: key targets: the name {target.name!r} is used twice")
+        seen.add(target.name)
+
+
+def format_validation_error(source: str, exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem: ``FILE: key a.b: message``, never echoing secret values."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        parts = [prefix] if prefix else []
+        for item in error["loc"]:
+            if isinstance(item, int):
+                parts[-1:] = [f"{parts[-1] if parts else ''}[{item}]"]
+            else:
+                parts.append(str(item))
+        key = ".".join(parts) or "(top level)"
+        message = str(error["msg"])
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{source}: key {key}: {message}")
+    return "\n".join(lines)
+
+
+def default_database_url() -> str:
+    """``$STATE_DIRECTORY/janitor.db`` under systemd, else the user's state directory."""
+    state_dir = os.environ.get("STATE_DIRECTORY")
+    if state_dir:
+        base = Path(state_dir.split(":")[0])
+    else:
+        xdg = os.environ.get("XDG_STATE_HOME")
+        base = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "janitor"
+    return f"sqlite:///{base / 'janitor.db'}"

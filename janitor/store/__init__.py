@@ -1,0 +1,36 @@
+"""The database: typed tables (``tables``), connection and migrations (``db``), repositories.
+
+:class:`Store` bundles the repositories the sweep, the daemon and the CLI use. All methods are
+synchronous; async code calls them through ``asyncio.to_thread`` (see ADR 0003).
+"""
+
+from __future__ import annotations
+
+from janitor.store.audit import AuditLog, Fence
+from janitor.store.db import Database
+from janitor.store.policies import PolicyStore
+from janitor.store.state import LeaseStore, ObservationStore, PauseStore, SweepStore
+
+__all__ = ["Database", "Fence", "Store"]
+
+
+class Store:
+    """Every repository over one database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.audit = AuditLog(db)
+        self.policies = PolicyStore(db, self.audit)
+        self.observations = ObservationStore(db)
+        self.leases = LeaseStore(db)
+        self.pause = PauseStore(db, self.audit)
+        self.sweeps = SweepStore(db)
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Connect to ``url`` (nothing is read until the first query)."""
+        return cls(Database(url))
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.db.dispose()

@@ -1,0 +1,228 @@
+"""The audit trail: append-only rows in one hash chain per database.
+
+Each row's ``hash`` is SHA-256 over the canonical JSON of its content (sorted keys, UTC times
+with microseconds, everything but ``id`` and ``hash``) and includes ``prev_hash``, the hash
+of the row before it. Appends take a lock (a transaction-level advisory lock on PostgreSQL;
+``BEGIN IMMEDIATE`` on SQLite), so the chain has no forks. ``verify`` walks the chain and
+reports the first row that does not fit. Truncation of the tail is detected from outside:
+the head is logged and exported as a metric after every sweep.
+
+An intent may be appended only while the target's lease (holder and fencing token) is
+current; otherwise :class:`~janitor.errors.LeaseLost` is raised and nothing is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.orm import Session, aliased
+
+from janitor.errors import LeaseLost
+from janitor.model import Action, AuditEvent, AuditKind, Outcome
+from janitor.store.db import Database
+from janitor.store.tables import AuditRow, LeaseRow
+
+GENESIS = "0" * 64
+AUDIT_LOCK_KEY = 0x61756469745F6368  # "audit_ch"
+_UNHASHED = {"id", "hash"}
+HASHED_FIELDS = tuple(f.name for f in fields(AuditEvent) if f.name not in _UNHASHED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fence:
+    """The lease an intent is written under: only valid while it is still current."""
+
+    lease: str
+    holder: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyResult:
+    """The outcome of ``audit verify``."""
+
+    ok: bool
+    rows: int
+    head: str
+    problems: tuple[str, ...]
+
+
+def canonical(event: AuditEvent) -> bytes:
+    """The bytes the hash covers: sorted-key JSON, UTC microsecond timestamps."""
+    payload: dict[str, Any] = {}
+    for name in HASHED_FIELDS:
+        value = getattr(event, name)
+        if isinstance(value, datetime):
+            value = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        payload[name] = value
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def compute_hash(event: AuditEvent) -> str:
+    """SHA-256 of the canonical content (which includes ``prev_hash``)."""
+    return hashlib.sha256(canonical(event)).hexdigest()
+
+
+def _to_row(event: AuditEvent) -> AuditRow:
+    values = {name: getattr(event, name) for name in HASHED_FIELDS}
+    values["kind"] = str(event.kind)
+    values["action"] = str(event.action) if event.action else None
+    values["outcome"] = str(event.outcome) if event.outcome else None
+    return AuditRow(**values, hash=event.hash)
+
+
+def to_event(row: AuditRow) -> AuditEvent:
+    """An audit row as the frozen record."""
+    values = {name: getattr(row, name) for name in HASHED_FIELDS}
+    values["kind"] = AuditKind(row.kind)
+    values["action"] = Action(row.action) if row.action else None
+    values["outcome"] = Outcome(row.outcome) if row.outcome else None
+    return AuditEvent(id=row.id, hash=row.hash, **values)
+
+
+class AuditLog:
+    """Appends to, lists and verifies the audit chain."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def append(
+        self, events: Sequence[AuditEvent], *, fence: Fence | None = None
+    ) -> list[AuditEvent]:
+        """Append events in one transaction; return them with ids and hashes.
+
+        Raises:
+            LeaseLost: ``fence`` is given and the lease is no longer held with that token.
+            StoreError: the database failed; nothing was written.
+        """
+        if not events:
+            return []
+        with self.db.transaction() as tx:
+            return self.append_in(tx, events, fence=fence)
+
+    def append_in(
+        self, tx: Session, events: Sequence[AuditEvent], *, fence: Fence | None = None
+    ) -> list[AuditEvent]:
+        """Append within the caller's transaction (policy changes commit with their rows)."""
+        self._lock(tx)
+        if fence is not None:
+            self._check_fence(tx, fence)
+        prev = tx.scalar(select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1))
+        prev = prev or GENESIS
+        stored = []
+        for event in events:
+            chained = replace(event, prev_hash=prev, hash=None, at=event.at.astimezone(UTC))
+            chained = replace(chained, hash=compute_hash(chained))
+            row = _to_row(chained)
+            tx.add(row)
+            tx.flush()
+            stored.append(replace(chained, id=row.id))
+            prev = chained.hash or GENESIS
+        return stored
+
+    def _lock(self, tx: Session) -> None:
+        if self.db.dialect == "postgresql":
+            tx.execute(select(func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
+
+    def _check_fence(self, tx: Session, fence: Fence) -> None:
+        now = self._now(tx)
+        lease = tx.get(LeaseRow, fence.lease)
+        if (
+            lease is None
+            or lease.holder != fence.holder
+            or lease.fencing_token != fence.token
+            or lease.expires_at <= now
+        ):
+            holder = f"{lease.holder} (token {lease.fencing_token})" if lease else "nobody"
+            raise LeaseLost(
+                f"lease {fence.lease} is no longer ours (token {fence.token}); held by {holder}"
+            )
+
+    def _now(self, tx: Session) -> datetime:
+        if self.db.dialect == "postgresql":
+            value = tx.scalar(select(func.now()))
+            assert isinstance(value, datetime)
+            return value.astimezone(UTC)
+        return datetime.now(UTC)
+
+    def events(
+        self,
+        *,
+        since: datetime | None = None,
+        target: str | None = None,
+        session_id: str | None = None,
+        kinds: Sequence[str] = (),
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> list[AuditEvent]:
+        """Rows in id order, filtered."""
+        query = select(AuditRow).where(AuditRow.id > after_id).order_by(AuditRow.id)
+        if since is not None:
+            query = query.where(AuditRow.at >= since)
+        if target is not None:
+            query = query.where(AuditRow.target == target)
+        if session_id is not None:
+            query = query.where(AuditRow.session_id == session_id)
+        if kinds:
+            query = query.where(AuditRow.kind.in_(list(kinds)))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.db.transaction() as tx:
+            return [to_event(row) for row in tx.scalars(query)]
+
+    def pending_intents(self, target: str) -> list[AuditEvent]:
+        """Intents of ``target`` with no final outcome (none yet, or only ``unknown``)."""
+        outcome = aliased(AuditRow)
+        final = exists().where(
+            and_(
+                outcome.intent_id == AuditRow.id,
+                outcome.kind == AuditKind.OUTCOME.value,
+                outcome.outcome != Outcome.UNKNOWN.value,
+            )
+        )
+        query = (
+            select(AuditRow)
+            .where(AuditRow.kind == AuditKind.INTENT.value, AuditRow.target == target, ~final)
+            .order_by(AuditRow.id)
+        )
+        with self.db.transaction() as tx:
+            return [to_event(row) for row in tx.scalars(query)]
+
+    def head(self) -> tuple[int, str]:
+        """(number of rows, hash of the last row)."""
+        with self.db.transaction() as tx:
+            count = tx.scalar(select(func.count(AuditRow.id))) or 0
+            last = tx.scalar(select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1))
+            return int(count), last or GENESIS
+
+    def verify(self, *, batch: int = 5000) -> VerifyResult:
+        """Walk the chain in id order; report rows whose link or hash does not fit."""
+        problems: list[str] = []
+        prev, rows, after = GENESIS, 0, 0
+        while True:
+            chunk = self.events(after_id=after, limit=batch)
+            if not chunk:
+                break
+            for event in chunk:
+                rows += 1
+                if event.prev_hash != prev:
+                    problems.append(
+                        f"row {event.id}: prev_hash does not match row before it "
+                        "(a row was removed, inserted or reordered)"
+                    )
+                if compute_hash(replace(event, id=None, hash=None)) != event.hash:
+                    problems.append(
+                        f"row {event.id}: content does not match its hash (the row was altered)"
+                    )
+                prev = event.hash or GENESIS
+                assert event.id is not None
+                after = event.id
+            if len(problems) >= 20:
+                break
+        return VerifyResult(ok=not problems, rows=rows, head=prev, problems=tuple(problems))

@@ -1,0 +1,175 @@
+"""The database connection: engine set-up for SQLite and PostgreSQL, schema checks, upgrades.
+
+SQLite: every transaction starts with ``BEGIN IMMEDIATE`` (writers serialize, so the audit
+chain and lease updates are atomic), WAL journal, foreign keys on, a busy timeout.
+PostgreSQL: psycopg 3; plain ``postgresql://`` URLs get the driver chosen for the user.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from janitor.errors import ConfigError, SchemaOutdated, StoreError
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK_KEY = 0x6A616E69746F72  # "janitor"
+
+
+def normalize_url(raw: str) -> URL:
+    """Parse a database URL; pick psycopg 3 for PostgreSQL; refuse other databases."""
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise ConfigError(f"database_url is not a database URL: {exc}") from None
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            raise ConfigError("database_url: SQLite needs a file path (sqlite:///path/to.db)")
+        return url
+    raise ConfigError(f"database_url: unsupported database {backend!r} (use sqlite or postgresql)")
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: inside the wheel, or the checkout's ``migrations/``."""
+    packaged = Path(str(importlib.resources.files("janitor"))) / "_migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    """An Alembic config built in code (no alembic.ini needed in production)."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+class Database:
+    """An engine plus a session factory, with helpers for transactions and schema state."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalize_url(url)
+        self.dialect = self.url.get_backend_name()
+        self.engine = self._make_engine(echo)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _make_engine(self, echo: bool) -> Engine:
+        if self.dialect == "sqlite":
+            assert self.url.database is not None
+            Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(
+                self.url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False}
+            )
+            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "begin", _sqlite_begin_immediate)
+            return engine
+        return create_engine(
+            self.url,
+            echo=echo,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=5,
+            connect_args={"connect_timeout": 5},
+        )
+
+    @property
+    def display_url(self) -> str:
+        """The URL with the password hidden, for logs and messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error.
+
+        Raises:
+            StoreError: the database failed or could not be reached.
+        """
+        try:
+            with self.sessions() as session, session.begin():
+                yield session
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error ({self.display_url}): {_short(exc)}") from exc
+
+    def current_revision(self) -> str | None:
+        """The schema revision stored in the database (None for an empty database)."""
+        try:
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error ({self.display_url}): {_short(exc)}") from exc
+
+    @staticmethod
+    def head_revision() -> str | None:
+        """The newest revision this version of janitor ships."""
+        return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+    def schema_is_current(self) -> bool:
+        """True when the database is at the head revision."""
+        return self.current_revision() == self.head_revision()
+
+    def check_schema(self) -> None:
+        """Raise SchemaOutdated when the database is behind the code."""
+        current, head = self.current_revision(), self.head_revision()
+        if current != head:
+            raise SchemaOutdated(
+                f"database schema is at {current or 'nothing'}, janitor needs {head}: "
+                "run `janitor db upgrade`"
+            )
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply migrations; serialized by an advisory lock on PostgreSQL."""
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+                command.upgrade(alembic_config(conn), revision)
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"database upgrade failed ({self.display_url}): {_short(exc)}"
+            ) from exc
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _short(exc: SQLAlchemyError) -> str:
+    """The first line of a driver error, without the SQL statement or parameters."""
+    original = getattr(exc, "orig", None) or exc
+    return (
+        str(original).strip().splitlines()[0][:300]
+        if str(original).strip()
+        else type(original).__name__
+    )

@@ -1,0 +1,218 @@
+"""Operational state: observations, leases, the kill switch and sweep records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, delete, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from janitor.model import AuditEvent, AuditKind, History, Mark, State
+from janitor.store.audit import AuditLog
+from janitor.store.db import Database
+from janitor.store.tables import LeaseRow, ObservationRow, PauseRow, SweepRow
+
+
+class ObservationStore:
+    """janitor's memory of each session between daemon sweeps."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def load(self, target: str) -> dict[str, History]:
+        """Every remembered session of ``target`` by id."""
+        with self.db.transaction() as tx:
+            rows = tx.scalars(select(ObservationRow).where(ObservationRow.target == target))
+            return {row.session_id: _history(row) for row in rows}
+
+    def save(self, target: str, entries: Iterable[tuple[str, str, History]]) -> None:
+        """Replace the target's memory with ``(session_id, name, history)`` entries.
+
+        Sessions not listed any more are forgotten (call only after a complete listing).
+        """
+        with self.db.transaction() as tx:
+            existing = {
+                row.session_id: row
+                for row in tx.scalars(select(ObservationRow).where(ObservationRow.target == target))
+            }
+            seen: set[str] = set()
+            for session_id, name, history in entries:
+                seen.add(session_id)
+                row = existing.get(session_id)
+                if row is None:
+                    row = ObservationRow(target=target, session_id=session_id)
+                    tx.add(row)
+                _fill(row, name, history)
+            gone = [sid for sid in existing if sid not in seen]
+            if gone:
+                tx.execute(
+                    delete(ObservationRow).where(
+                        ObservationRow.target == target, ObservationRow.session_id.in_(gone)
+                    )
+                )
+
+
+def _history(row: ObservationRow) -> History:
+    mark = None
+    if row.mark_policy and row.marked_at:
+        mark = Mark(policy=row.mark_policy, marked_at=row.marked_at, warned_at=row.warned_at)
+    return History(
+        first_seen=row.first_seen,
+        state=State(row.state),
+        state_since=row.state_since,
+        streak_policy=row.streak_policy,
+        streak=row.streak,
+        mark=mark,
+        last_key=row.last_key,
+    )
+
+
+def _fill(row: ObservationRow, name: str, history: History) -> None:
+    row.session_name = name[:255]
+    row.first_seen = history.first_seen
+    row.last_seen = datetime.now(UTC)
+    row.state = str(history.state)
+    row.state_since = history.state_since
+    row.streak_policy = history.streak_policy
+    row.streak = history.streak
+    row.mark_policy = history.mark.policy if history.mark else None
+    row.marked_at = history.mark.marked_at if history.mark else None
+    row.warned_at = history.mark.warned_at if history.mark else None
+    row.last_key = history.last_key[:255] if history.last_key else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseInfo:
+    """A lease as stored."""
+
+    name: str
+    holder: str
+    token: int
+    expires_at: datetime
+
+
+class LeaseStore:
+    """Per-target leases with expiry and a fencing token (DESIGN 5, "Replicas").
+
+    Times are the database's clock on PostgreSQL and the host's UTC clock on SQLite, so
+    replicas with skewed clocks still agree on PostgreSQL.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def acquire(self, name: str, holder: str, ttl: timedelta) -> LeaseInfo | None:
+        """Take or renew the lease; None if someone else holds an unexpired one."""
+        pg = self.db.dialect == "postgresql"
+        now: Any = func.now() if pg else datetime.now(UTC)
+        insert = (postgresql.insert if pg else sqlite.insert)(LeaseRow)
+        values = insert.values(name=name, holder=holder, expires_at=now + ttl, fencing_token=1)
+        statement = values.on_conflict_do_update(
+            index_elements=[LeaseRow.name],
+            set_={
+                "holder": values.excluded.holder,
+                "expires_at": values.excluded.expires_at,
+                "fencing_token": LeaseRow.fencing_token
+                + case((LeaseRow.holder == values.excluded.holder, 0), else_=1),
+            },
+            where=or_(LeaseRow.holder == values.excluded.holder, LeaseRow.expires_at < now),
+        ).returning(LeaseRow.holder, LeaseRow.fencing_token, LeaseRow.expires_at)
+        with self.db.transaction() as tx:
+            row = tx.execute(statement).first()
+        if row is None:
+            return None
+        expires = row.expires_at
+        if isinstance(expires, datetime) and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        return LeaseInfo(name=name, holder=row.holder, token=row.fencing_token, expires_at=expires)
+
+    def release(self, name: str, holder: str) -> None:
+        """Give the lease up (expire it) if we hold it."""
+        with self.db.transaction() as tx:
+            row = tx.get(LeaseRow, name)
+            if row is not None and row.holder == holder:
+                row.expires_at = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def get(self, name: str) -> LeaseInfo | None:
+        """The lease as stored, expired or not."""
+        with self.db.transaction() as tx:
+            row = tx.get(LeaseRow, name)
+            if row is None:
+                return None
+            return LeaseInfo(
+                name=name, holder=row.holder, token=row.fencing_token, expires_at=row.expires_at
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PauseInfo:
+    """The kill switch's state."""
+
+    paused: bool
+    reason: str = ""
+    actor: str = ""
+    changed_at: datetime | None = None
+
+
+class PauseStore:
+    """The kill switch, stored in the database so every replica sees it."""
+
+    def __init__(self, db: Database, audit: AuditLog) -> None:
+        self.db = db
+        self.audit = audit
+
+    def get(self) -> PauseInfo:
+        """Whether janitor is paused, and why."""
+        with self.db.transaction() as tx:
+            row = tx.get(PauseRow, 1)
+            if row is None:
+                return PauseInfo(paused=False)
+            return PauseInfo(
+                paused=row.paused, reason=row.reason, actor=row.actor, changed_at=row.changed_at
+            )
+
+    def set(self, paused: bool, *, reason: str, actor: str, now: datetime) -> PauseInfo:
+        """Pause or resume, with an audit row in the same transaction."""
+        with self.db.transaction() as tx:
+            row = tx.get(PauseRow, 1)
+            if row is None:
+                row = PauseRow(id=1)
+                tx.add(row)
+            row.paused, row.reason, row.actor, row.changed_at = paused, reason, actor, now
+            kind = AuditKind.PAUSE if paused else AuditKind.RESUME
+            verb = "paused" if paused else "resumed"
+            text = f"janitor {verb} by {actor}" + (f": {reason}" if reason else "")
+            self.audit.append_in(tx, [AuditEvent(at=now, kind=kind, actor=actor, reason=text)])
+            return PauseInfo(paused=paused, reason=reason, actor=actor, changed_at=now)
+
+
+class SweepStore:
+    """One row per sweep, with its summary."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def start(self, sweep_id: str, *, at: datetime, actor: str, dry_run: bool) -> None:
+        """Record that a sweep started."""
+        with self.db.transaction() as tx:
+            tx.add(
+                SweepRow(
+                    id=sweep_id,
+                    started_at=at,
+                    finished_at=None,
+                    actor=actor,
+                    dry_run=dry_run,
+                    status="running",
+                    summary={},
+                )
+            )
+
+    def finish(self, sweep_id: str, *, at: datetime, status: str, summary: dict[str, Any]) -> None:
+        """Record the sweep's end and summary."""
+        with self.db.transaction() as tx:
+            row = tx.get(SweepRow, sweep_id)
+            if row is not None:
+                row.finished_at, row.status, row.summary = at, status, summary
