@@ -25,7 +25,7 @@ def pause(
     reason: Annotated[str, typer.Option(help="why (stored and audited)")] = "",
 ) -> None:
     """Kill switch: stop every destructive call (all replicas, within a second)."""
-    store = open_store(config(ctx))
+    store = open_store(ctx, config(ctx))
     store.pause.set(True, reason=reason, actor=cli_actor(), now=SystemClock().now())
     typer.echo("janitor is paused: no destructive calls until `janitor resume`")
 
@@ -33,7 +33,7 @@ def pause(
 @guarded
 def resume(ctx: typer.Context) -> None:
     """Release the kill switch."""
-    store = open_store(config(ctx))
+    store = open_store(ctx, config(ctx))
     store.pause.set(False, reason="", actor=cli_actor(), now=SystemClock().now())
     typer.echo("janitor resumed")
 

@@ -45,7 +45,7 @@ def list_(
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """List audit rows, oldest first."""
-    store = open_store(config(ctx))
+    store = open_store(ctx, config(ctx))
     window = _since(since)
     events = store.audit.events(
         since=SystemClock().now() - window if window else None,
@@ -74,7 +74,7 @@ def list_(
 @guarded
 def verify(ctx: typer.Context) -> None:
     """Check the hash chain; exit 1 if any row was altered, removed, inserted or reordered."""
-    result = open_store(config(ctx)).audit.verify()
+    result = open_store(ctx, config(ctx)).audit.verify()
     for problem in result.problems:
         typer.echo(f"janitor: error: {problem}", err=True)
     if not result.ok:

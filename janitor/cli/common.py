@@ -56,8 +56,8 @@ def config(ctx: typer.Context) -> Config:
     return load_config(state(ctx).config_path)
 
 
-def open_store(cfg: Config, *, upgrade_ok: bool = True) -> Store:
-    """Open the database and make sure its schema is current.
+def open_store(ctx: typer.Context, cfg: Config, *, upgrade_ok: bool = True) -> Store:
+    """Open the database (closed when the command ends) and make sure its schema is current.
 
     SQLite databases are upgraded automatically unless ``auto_upgrade = false``; PostgreSQL
     only with ``auto_upgrade = true`` (otherwise: run ``janitor db upgrade``).
@@ -65,6 +65,7 @@ def open_store(cfg: Config, *, upgrade_ok: bool = True) -> Store:
     from janitor.runtime import database_url
 
     store = Store.open(database_url(cfg))
+    ctx.call_on_close(store.close)
     auto = cfg.settings.auto_upgrade
     if auto is None:
         auto = store.db.dialect == "sqlite"

@@ -16,6 +16,7 @@ app = typer.Typer(help="Database schema.", no_args_is_help=True)
 def upgrade(ctx: typer.Context) -> None:
     """Apply every pending migration (alembic upgrade head)."""
     db = Database(database_url(config(ctx)))
+    ctx.call_on_close(db.dispose)
     before = db.current_revision()
     db.upgrade()
     after = db.current_revision()
@@ -30,6 +31,7 @@ def upgrade(ctx: typer.Context) -> None:
 def status(ctx: typer.Context) -> None:
     """Show the schema revision; exit 1 when an upgrade is pending."""
     db = Database(database_url(config(ctx)))
+    ctx.call_on_close(db.dispose)
     current, head = db.current_revision(), db.head_revision()
     typer.echo(f"{db.display_url}: at {current or 'empty'}, janitor needs {head}")
     if current != head:

@@ -61,7 +61,7 @@ def apply(
     """Store the policies of a file (or directory) as new versions where they changed."""
     cfg = config(ctx)
     specs = _validated(cfg, file)
-    store = open_store(cfg)
+    store = open_store(ctx, cfg)
     changes = store.policies.apply(
         specs, actor=cli_actor(), now=SystemClock().now(), prune=prune, plan=plan, source=str(file)
     )
@@ -89,7 +89,7 @@ def apply(
 @guarded
 def list_(ctx: typer.Context, output: Output = OUTPUT_OPTION) -> None:
     """List the stored policies in evaluation order."""
-    store = open_store(config(ctx))
+    store = open_store(ctx, config(ctx))
     rows = []
     for stored in store.policies.current():
         spec = PolicySpec.model_validate(stored.spec)
@@ -116,7 +116,7 @@ def list_(ctx: typer.Context, output: Output = OUTPUT_OPTION) -> None:
 @guarded
 def show(ctx: typer.Context, name: str, output: Output = OUTPUT_OPTION) -> None:
     """Show one policy's current version."""
-    stored = open_store(config(ctx)).policies.get(name)
+    stored = open_store(ctx, config(ctx)).policies.get(name)
     if output is Output.JSON:
         emit_json(
             {
@@ -139,7 +139,7 @@ def show(ctx: typer.Context, name: str, output: Output = OUTPUT_OPTION) -> None:
 @guarded
 def export(ctx: typer.Context) -> None:
     """Print every stored policy as one YAML document (``apply`` takes it back unchanged)."""
-    store = open_store(config(ctx))
+    store = open_store(ctx, config(ctx))
     specs = [PolicySpec.model_validate(s.spec) for s in store.policies.current()]
     typer.echo(dump_document(specs).rstrip())
 
@@ -148,7 +148,7 @@ def export(ctx: typer.Context) -> None:
 @guarded
 def history(ctx: typer.Context, name: str, output: Output = OUTPUT_OPTION) -> None:
     """Every version of one policy, oldest first."""
-    versions = open_store(config(ctx)).policies.history(name)
+    versions = open_store(ctx, config(ctx)).policies.history(name)
     rows = [
         {
             "version": v.version,
@@ -167,7 +167,7 @@ def history(ctx: typer.Context, name: str, output: Output = OUTPUT_OPTION) -> No
 
 
 def _toggle(ctx: typer.Context, name: str, enabled: bool) -> None:
-    store = open_store(config(ctx))
+    store = open_store(ctx, config(ctx))
     change = store.policies.set_enabled(name, enabled, actor=cli_actor(), now=SystemClock().now())
     state = "enabled" if enabled else "disabled"
     if change.change == "unchanged":

@@ -21,6 +21,7 @@ from janitor.explain import explain_targets
 from janitor.observability.logs import setup_logging
 from janitor.runtime import Runtime
 from janitor.settings import Config
+from janitor.store import Store
 from janitor.sweep import SweepReport, run_sweep
 
 TARGET_OPTION = typer.Option("--target", "-t", help="only this target")
@@ -56,7 +57,8 @@ def sweep(
     setup_logging(cfg.settings.log_format, "WARNING")
     if target is not None:
         cfg.target(target)
-    report = asyncio.run(_sweep_once(cfg, dry_run=dry_run, target=target))
+    store = open_store(ctx, cfg)
+    report = asyncio.run(_sweep_once(cfg, store, dry_run=dry_run, target=target))
     if output is Output.JSON:
         emit_json(report.summary())
     else:
@@ -70,8 +72,9 @@ def sweep(
     raise typer.Exit(1 if report.failed else 0)
 
 
-async def _sweep_once(cfg: Config, *, dry_run: bool, target: str | None) -> SweepReport:
-    store = open_store(cfg)
+async def _sweep_once(
+    cfg: Config, store: Store, *, dry_run: bool, target: str | None
+) -> SweepReport:
     rt = Runtime.build(cfg, store=store)
     try:
         return await run_sweep(rt, dry_run=dry_run, only=target, record=not dry_run)
@@ -122,7 +125,7 @@ def explain(
     setup_logging(cfg.settings.log_format, "WARNING")
     if target is not None:
         cfg.target(target)
-    rows, failures = asyncio.run(_explain(cfg, target))
+    rows, failures = asyncio.run(_explain(cfg, open_store(ctx, cfg), target))
     if output is Output.JSON:
         emit_json({"sessions": rows, "failures": failures})
     else:
@@ -136,8 +139,9 @@ def explain(
     raise typer.Exit(1 if failures else 0)
 
 
-async def _explain(cfg: Config, target: str | None) -> tuple[list[dict[str, Any]], list[str]]:
-    store = open_store(cfg)
+async def _explain(
+    cfg: Config, store: Store, target: str | None
+) -> tuple[list[dict[str, Any]], list[str]]:
     rt = Runtime.build(cfg, store=store)
     try:
         return await explain_targets(rt, only=target)
