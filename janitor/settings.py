@@ -242,7 +242,7 @@ def format_validation_error(source: str, exc: ValidationError, prefix: str = "")
             else:
                 parts.append(str(item))
         key = ".".join(parts) or "(top level)"
-        message = str(error["msg"])
+        message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         lines.append(f"{source}: key {key}: {message}")

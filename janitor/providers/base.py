@@ -38,7 +38,8 @@ class HttpTargetConfig(TargetConfig):
     @classmethod
     def _check_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+            # The value is not echoed: a URL may carry credentials.
+            raise ValueError("expected an http:// or https:// URL")
         return value if value.endswith("/") else value + "/"
 
 

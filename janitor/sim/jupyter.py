@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -107,6 +108,8 @@ class JupyterSim:
         self.sessions: dict[str, NotebookSession] = {}
         self.deletes: Counter[str] = Counter()
         self.date_offset = timedelta(0)  # the server clock's error, sent in its Date header
+        self.delete_delay = 0.0  # seconds a DELETE takes (to test shutdown during a call)
+        self.delete_started = threading.Event()
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         self.lock = threading.RLock()
 
@@ -218,6 +221,7 @@ class JupyterSim:
             return Response(200, self._session_model(session))
 
     def _delete_session(self, id: str) -> Response:
+        self._slow_delete()
         with self.lock:
             self.deletes[id] += 1
             session = self.sessions.pop(id, None)
@@ -225,6 +229,11 @@ class JupyterSim:
                 return Response(404, {"message": f"Session not found: session_id='{id}'"})
             self.kernels.pop(session.kernel_id, None)
             return Response(204)
+
+    def _slow_delete(self) -> None:
+        self.delete_started.set()
+        if self.delete_delay:
+            time.sleep(self.delete_delay)
 
     def _list_kernels(self) -> Response:
         with self.lock:
@@ -238,6 +247,7 @@ class JupyterSim:
             return Response(200, kernel.model())
 
     def _delete_kernel(self, id: str) -> Response:
+        self._slow_delete()
         with self.lock:
             self.deletes[id] += 1
             if self.kernels.pop(id, None) is None:

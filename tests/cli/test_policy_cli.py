@@ -1,0 +1,238 @@
+"""``janitor policy ...``: validation with precise messages, versions, export round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import invoke, jupyter_toml
+
+GOOD = """
+policies:
+  - name: idle-notebooks
+    description: Delete kernels idle for 2h with no browser tab open
+    priority: 100
+    targets: ["notebooks", "aidp-*"]
+    match:
+      state: [idle]
+      idle_for: 2h
+      max_connections: 0
+    exempt:
+      name: ["keep-*"]
+    action: delete
+    mode: enforce
+    grace: 30m
+    max_actions_per_sweep: 25
+  - name: dead-kernels
+    match: {state: dead}
+    action: delete
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "janitor.toml"
+    path.write_text(jupyter_toml(f"sqlite:///{tmp_path / 'j.db'}", "http://127.0.0.1:9/"))
+    return path
+
+
+def _write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _stored(config: Path) -> list[dict[str, object]]:
+    result = invoke("-c", str(config), "policy", "list", "-o", "json")
+    assert result.exit_code == 0, result.output
+    rows: list[dict[str, object]] = json.loads(result.stdout)
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "message"),
+    [
+        (
+            "    mode: enforce\n",
+            "    mode: enforce\n    colour: red\n",
+            "policy idle-notebooks: colour: unknown key",
+        ),
+        (
+            "idle_for: 2h",
+            "idle_for: two hours",
+            "policy idle-notebooks: match.idle_for: invalid duration 'two hours'",
+        ),
+        (
+            "grace: 30m",
+            "grace: 30 minutes",
+            "policy idle-notebooks: grace: invalid duration '30 minutes'",
+        ),
+        (
+            "state: [idle]",
+            "state: [idle, sleepy]",
+            "policy idle-notebooks: match.state: Input should be 'idle', 'busy', 'pending'",
+        ),
+        (
+            "action: delete\n    mode",
+            "action: stop\n    mode",
+            "policy idle-notebooks: action: provider jupyter of target notebooks cannot stop "
+            "(it can: delete, notify)",
+        ),
+        (
+            "action: delete\n    mode",
+            "action: explode\n    mode",
+            "policy idle-notebooks: action: Input should be 'delete', 'stop', 'cancel' or 'notify'",
+        ),
+        (
+            "max_connections: 0",
+            "max_conections: 0",
+            "policy idle-notebooks: match.max_conections: unknown key (known conditions:",
+        ),
+        (
+            "name: idle-notebooks",
+            "name: Idle_Notebooks",
+            "policy Idle_Notebooks: name: String should match pattern",
+        ),
+        (
+            "  - name: dead-kernels",
+            "  - name: idle-notebooks",
+            "policy idle-notebooks: name: used twice in the document",
+        ),
+        (
+            "max_actions_per_sweep: 25",
+            "max_actions_per_sweep: -1",
+            "policy idle-notebooks: max_actions_per_sweep: Input should be greater than or equal",
+        ),
+    ],
+)
+def test_invalid_policy_exits_2_naming_file_policy_and_field(
+    tmp_path: Path, config: Path, replace: str, by: str, message: str
+) -> None:
+    assert replace in GOOD
+    bad = _write(tmp_path, GOOD.replace(replace, by, 1))
+    for command in ("validate", "apply"):
+        result = invoke("-c", str(config), "policy", command, "-f", str(bad))
+        assert result.exit_code == 2, result.output
+        assert f"janitor: error: {bad}: {message}" in result.stderr
+    assert _stored(config) == [], "nothing is stored from an invalid file"
+    audit = invoke("-c", str(config), "audit", "list", "-o", "json")
+    assert json.loads(audit.stdout) == []
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path, config: Path) -> None:
+    bad = _write(tmp_path, "policies:\n  - name: x\n    match: {state: [idle]\n")
+    result = invoke("-c", str(config), "policy", "validate", "-f", str(bad))
+    assert result.exit_code == 2
+    assert f"{bad}: invalid YAML (line" in result.stderr
+
+
+def test_document_shape_errors(tmp_path: Path, config: Path) -> None:
+    result = invoke(
+        "-c", str(config), "policy", "validate", "-f", str(_write(tmp_path, "rules: []\n"))
+    )
+    assert result.exit_code == 2
+    assert "policies: Field required" in result.stderr
+    assert "rules: unknown key" in result.stderr
+    missing = invoke("-c", str(config), "policy", "validate", "-f", str(tmp_path / "none.yaml"))
+    assert missing.exit_code == 2
+    assert "none.yaml: no such file or directory" in missing.stderr
+
+
+def test_apply_versions_audits_and_is_idempotent(tmp_path: Path, config: Path) -> None:
+    good = _write(tmp_path, GOOD)
+    assert invoke("-c", str(config), "policy", "validate", "-f", str(good)).exit_code == 0
+    first = invoke("-c", str(config), "policy", "apply", "-f", str(good))
+    assert first.exit_code == 0, first.output
+    assert "idle-notebooks: created (v1)" in first.stdout
+    again = invoke("-c", str(config), "policy", "apply", "-f", str(good))
+    assert "2 unchanged" in again.stdout
+    changed = _write(tmp_path, GOOD.replace("idle_for: 2h", "idle_for: 3h"))
+    plan = invoke("-c", str(config), "policy", "apply", "-f", str(changed), "--plan")
+    assert "would update idle-notebooks (v2)" in plan.stdout
+    assert "+  idle_for: 3h" in plan.stdout
+    assert {r["name"]: r["version"] for r in _stored(config)}["idle-notebooks"] == 1
+    assert invoke("-c", str(config), "policy", "apply", "-f", str(changed)).exit_code == 0
+    history = json.loads(
+        invoke("-c", str(config), "policy", "history", "idle-notebooks", "-o", "json").stdout
+    )
+    assert [(h["version"], h["change"]) for h in history] == [(1, "created"), (2, "updated")]
+    audit = json.loads(
+        invoke("-c", str(config), "audit", "list", "--kind", "policy_change", "-o", "json").stdout
+    )
+    assert [(a["policy"], a["policy_version"]) for a in audit] == [
+        ("idle-notebooks", 1),
+        ("dead-kernels", 1),
+        ("idle-notebooks", 2),
+    ]
+    assert all(a["actor"].endswith("(cli)") for a in audit)
+
+
+def test_export_round_trips_through_apply(tmp_path: Path, config: Path) -> None:
+    assert (
+        invoke("-c", str(config), "policy", "apply", "-f", str(_write(tmp_path, GOOD))).exit_code
+        == 0
+    )
+    assert invoke("-c", str(config), "policy", "disable", "dead-kernels").exit_code == 0
+    exported = invoke("-c", str(config), "policy", "export")
+    assert exported.exit_code == 0
+    assert "enabled: false" in exported.stdout
+    back = _write(tmp_path, exported.stdout, "exported.yaml")
+    result = invoke("-c", str(config), "policy", "apply", "-f", str(back))
+    assert "0 changed, 2 unchanged" in result.stdout
+    again = invoke("-c", str(config), "policy", "export")
+    assert again.stdout == exported.stdout
+
+
+def test_enable_disable_prune_and_show(tmp_path: Path, config: Path) -> None:
+    assert (
+        invoke("-c", str(config), "policy", "apply", "-f", str(_write(tmp_path, GOOD))).exit_code
+        == 0
+    )
+    assert (
+        "dead-kernels: disabled (v2)"
+        in invoke("-c", str(config), "policy", "disable", "dead-kernels").stdout
+    )
+    assert (
+        "already disabled" in invoke("-c", str(config), "policy", "disable", "dead-kernels").stdout
+    )
+    assert (
+        "dead-kernels: enabled (v3)"
+        in invoke("-c", str(config), "policy", "enable", "dead-kernels").stdout
+    )
+    only_one = _write(
+        tmp_path,
+        "policies:\n" + GOOD.split("policies:\n")[1].split("  - name: dead-kernels")[0],
+        "one.yaml",
+    )
+    pruned = invoke("-c", str(config), "policy", "apply", "-f", str(only_one), "--prune")
+    assert "dead-kernels: disabled (v4)" in pruned.stdout
+    rows = {r["name"]: r for r in _stored(config)}
+    assert rows["dead-kernels"]["enabled"] is False
+    shown = invoke("-c", str(config), "policy", "show", "idle-notebooks")
+    assert shown.stdout.startswith("# idle-notebooks v1 (enabled")
+    assert "idle_for: 2h" in shown.stdout
+    missing = invoke("-c", str(config), "policy", "show", "nope")
+    assert missing.exit_code == 2
+    assert "no policy named 'nope'" in missing.stderr
+
+
+def test_apply_a_directory(tmp_path: Path, config: Path) -> None:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "a.yaml").write_text(
+        "policies:\n  - {name: a, match: {state: dead}, action: delete}\n"
+    )
+    (folder / "b.yml").write_text(
+        "policies:\n  - {name: b, match: {state: dead}, action: notify}\n"
+    )
+    result = invoke("-c", str(config), "policy", "apply", "-f", str(folder))
+    assert result.exit_code == 0, result.output
+    assert {r["name"] for r in _stored(config)} == {"a", "b"}
+    (folder / "c.yaml").write_text(
+        "policies:\n  - {name: a, match: {state: dead}, action: delete}\n"
+    )
+    clash = invoke("-c", str(config), "policy", "validate", "-f", str(folder))
+    assert clash.exit_code == 2
+    assert "policy a: name: also defined in" in clash.stderr
