@@ -77,8 +77,10 @@ def _stored(config: Path) -> list[dict[str, object]]:
         (
             "action: delete\n    mode",
             "action: stop\n    mode",
-            "policy idle-notebooks: action: provider jupyter of target notebooks cannot stop "
-            "(it can: delete, notify)",
+            (
+                "policy idle-notebooks: action: provider jupyter of target notebooks cannot stop "
+                "(it can: delete, notify)"
+            ),
         ),
         (
             "action: delete\n    mode",
