@@ -53,6 +53,7 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         self.sweep_task: asyncio.Task[Any] | None = None
         self.ready_sent = False
+        self.schema_outdated = False
         self.last_report: SweepReport | None = None
 
     async def run(self) -> int:
@@ -65,6 +66,14 @@ class Daemon:
         sentry.init_sentry(self.rt.config)
         self._announce()
         await self._update_database()
+        if self.schema_outdated:
+            log.critical(
+                "refusing to start: %s (or set auto_upgrade = true)", self.health.db_problem
+            )
+            if self.server:
+                self.server.stop()
+            await self.rt.aclose()
+            return 1
         await self._start_scheduler()
         self._maybe_ready()
         tasks = [
@@ -232,6 +241,7 @@ class Daemon:
         auto = self.rt.config.settings.auto_upgrade
         if auto is None:
             auto = database.dialect == "sqlite"
+        self.schema_outdated = False
         try:
             if auto and not await db(database.schema_is_current):
                 log.info("upgrading the database schema (auto_upgrade)")
@@ -240,6 +250,7 @@ class Daemon:
             paused = await db(self.rt.store.pause.get)
             metrics.PAUSED.set(1 if paused.paused else 0)
         except SchemaOutdated as exc:
+            self.schema_outdated = True
             return False, str(exc)
         except StoreError as exc:
             return False, f"database unreachable: {exc}"
