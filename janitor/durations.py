@@ -47,6 +47,8 @@ def _coerce(value: object) -> object:
     if isinstance(value, str):
         return parse_duration(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not value >= 0:  # also refuses NaN
+            raise ValueError(f"invalid duration {value!r}: must not be negative")
         return timedelta(seconds=value)
     return value
 

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ParamSpec, TypeVar
 
@@ -111,7 +112,14 @@ def error(message: str) -> None:
 
 def emit_json(data: Any) -> None:
     """Print JSON for scripts."""
-    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    typer.echo(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False))
+
+
+def _json_default(value: Any) -> Any:
+    """ISO 8601 for times (``2026-11-22T10:00:00+00:00``), str() for the rest."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def emit_table(

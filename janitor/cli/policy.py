@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -135,13 +136,28 @@ def show(ctx: typer.Context, name: str, output: Output = OUTPUT_OPTION) -> None:
     typer.echo(yaml.safe_dump(stored.spec, sort_keys=False, allow_unicode=True).rstrip())
 
 
+class ExportFormat(StrEnum):
+    """Output format of ``policy export``."""
+
+    YAML = "yaml"
+    JSON = "json"
+
+
 @app.command()
 @guarded
-def export(ctx: typer.Context) -> None:
-    """Print every stored policy as one YAML document (``apply`` takes it back unchanged)."""
+def export(
+    ctx: typer.Context,
+    output: Annotated[
+        ExportFormat, typer.Option("--output", "-o", help="yaml (default) or json")
+    ] = ExportFormat.YAML,
+) -> None:
+    """Print every stored policy as one document (``apply`` takes it back unchanged)."""
     store = open_store(ctx, config(ctx))
     specs = [PolicySpec.model_validate(s.spec) for s in store.policies.current()]
-    typer.echo(dump_document(specs).rstrip())
+    if output is ExportFormat.JSON:
+        emit_json({"policies": [spec.canonical() for spec in specs]})
+    else:
+        typer.echo(dump_document(specs).rstrip())
 
 
 @app.command()

@@ -131,11 +131,16 @@ class StateIn:
     name: ClassVar[str]
 
     def __init__(self, value: Any) -> None:
-        states = _validate(_STATES, _one_or_many(value))
+        values = _one_or_many(value)
+        if isinstance(values, list) and State.UNKNOWN.value in values:
+            raise ConditionError("'unknown' cannot be matched: janitor never acts on it")
+        matchable = ", ".join(s.value for s in State if s is not State.UNKNOWN)
+        try:
+            states = _STATES.validate_python(values)
+        except ValidationError:
+            raise ConditionError(f"expected a list of states from: {matchable}") from None
         if not states:
             raise ConditionError("must list at least one state")
-        if State.UNKNOWN in states:
-            raise ConditionError("'unknown' cannot be matched: janitor never acts on it")
         self.states: frozenset[State] = frozenset(states)
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from janitor.durations import Duration
 from janitor.errors import PolicyError
@@ -47,6 +47,13 @@ class PolicySpec(BaseModel):
     min_observations: int = Field(default=1, ge=1, le=1000)
     max_actions_per_sweep: int | None = Field(default=None, ge=0)
     max_actions_percent: float | None = Field(default=None, gt=0, le=100)
+
+    @field_validator("grace")
+    @classmethod
+    def _positive_grace(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("must be a positive duration; leave grace out to act without warning")
+        return value
 
     def canonical(self) -> dict[str, Any]:
         """The stored form: JSON-compatible, defaults left out, stable for comparison."""
@@ -132,8 +139,8 @@ def _compile_block(
 
 def _located(where: str, policy: str | None, field: str, message: str) -> str:
     prefix = f"{where}: " if where else ""
-    name = f"policy {policy}" if policy else "policy"
-    return f"{prefix}{name}: {field}: {message}"
+    name = f"policy {policy}: " if policy else ""
+    return f"{prefix}{name}{field}: {message}"
 
 
 def parse_specs(data: Any, *, where: str) -> list[PolicySpec]:

@@ -72,7 +72,7 @@ def _stored(config: Path) -> list[dict[str, object]]:
         (
             "state: [idle]",
             "state: [idle, sleepy]",
-            "policy idle-notebooks: match.state: Input should be 'idle', 'busy', 'pending'",
+            "policy idle-notebooks: match.state: expected a list of states from: idle, busy, pending",
         ),
         (
             "action: delete\n    mode",
@@ -238,3 +238,44 @@ def test_apply_a_directory(tmp_path: Path, config: Path) -> None:
     clash = invoke("-c", str(config), "policy", "validate", "-f", str(folder))
     assert clash.exit_code == 2
     assert "policy a: name: also defined in" in clash.stderr
+
+
+def test_export_as_json_applies_back_unchanged(tmp_path: Path, config: Path) -> None:
+    assert (
+        invoke("-c", str(config), "policy", "apply", "-f", str(_write(tmp_path, GOOD))).exit_code
+        == 0
+    )
+    exported = invoke("-c", str(config), "policy", "export", "-o", "json")
+    document = json.loads(exported.stdout)
+    assert [p["name"] for p in document["policies"]] == ["dead-kernels", "idle-notebooks"]
+    back = _write(tmp_path, exported.stdout, "exported.json.yaml")  # JSON is valid YAML
+    assert (
+        "0 changed, 2 unchanged"
+        in invoke("-c", str(config), "policy", "apply", "-f", str(back)).stdout
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "policies:\n  - {name: a, match: {state: dead}, action: delete, grace: 0s}\n",
+            "policy a: grace: must be a positive duration; leave grace out",
+        ),
+        (
+            "policies:\n  - {name: a, match: {state: dead}, action: delete, grace: -5}\n",
+            "policy a: grace: invalid duration -5: must not be negative",
+        ),
+        (
+            "policies:\n  - {name: a, match: {state: [asleep]}, action: delete}\n",
+            "policy a: match.state: expected a list of states from: idle, busy, pending, "
+            "stopping, dead, ended",
+        ),
+        ("rules: []\n", ": rules: unknown key"),
+    ],
+)
+def test_more_validation_messages(tmp_path: Path, config: Path, text: str, message: str) -> None:
+    result = invoke("-c", str(config), "policy", "validate", "-f", str(_write(tmp_path, text)))
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "policy: policies" not in result.stderr

@@ -67,7 +67,7 @@ def test_in_state_for_uses_memory_only_for_the_same_state() -> None:
         ("idle_forever", "1h", "unknown key (known conditions: age, idle_for"),
         ("idle_for", "two hours", "invalid duration 'two hours'"),
         ("idle_for", "0s", "must be a positive duration"),
-        ("state", ["idle", "sleeping"], "Input should be 'idle', 'busy'"),
+        ("state", ["idle", "sleeping"], "expected a list of states from: idle, busy"),
         ("state", ["unknown"], "'unknown' cannot be matched"),
         ("state", [], "must list at least one state"),
         ("max_connections", -1, "must be a whole number ≥ 0"),
