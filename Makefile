@@ -1,4 +1,4 @@
-# The one entry point for people and CI (ADR 0006).
+# The one entry point for people and CI (ADR 0008).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

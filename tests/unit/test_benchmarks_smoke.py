@@ -1,0 +1,47 @@
+"""The benchmarks still run: tiny sizes, no timing assertions (``make bench`` has the numbers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import __main__ as bench
+from benchmarks import audit, decide, enforce, list_sweep
+
+
+def test_decide_runs_and_agrees_with_its_baseline() -> None:
+    results = decide.run([(60, 1), (60, 4)])
+    assert [m.case for m in results] == ["n=60 x p=1", "n=60 x p=4"]
+    assert all(m.count == 60 and m.unit == "decisions" for m in results)
+    assert results[0].extra["acted"] == results[1].extra["acted"]
+
+
+def test_list_sweep_runs_over_loopback_http() -> None:
+    results = list_sweep.run([12])
+    assert [m.case for m in results] == ["n=12 first sweep", "n=12 repeat sweep"]
+    assert results[0].extra["matched"] == 6
+    assert all(m.lower_bound > 0 for m in results)
+
+
+def test_enforce_deletes_every_session_once() -> None:
+    (result,) = enforce.run([enforce.Case(n=5, rate=1000.0, concurrency=2)])
+    assert result.count == 5
+    assert result.extra["requests"] == 12
+
+
+def test_audit_append_on_sqlite() -> None:
+    (result,) = audit.run([audit.Case(rows=10, batch=3)])
+    assert result.case == "sqlite rows=10 batch=3"
+    assert result.extra["transactions"] == 4
+
+
+def test_table_and_json_output(tmp_path: Path) -> None:
+    results = decide.run([(20, 2)])
+    table = bench.format_table(results)
+    assert "n=20 x p=2" in table
+    assert "lower bounds:" in table
+    path = bench.write_json(results, bench.Plan(quick=True, postgres=False), 0.5, tmp_path)
+    body = json.loads(path.read_text(encoding="utf-8"))
+    assert body["quick"] is True
+    assert body["results"][0]["benchmark"] == "decide"
+    assert set(body["results"][0]) >= {"seconds", "lower_bound_seconds", "ratio", "per_second"}
