@@ -13,18 +13,33 @@ execution_state     state      note
 ==================  =========  ==================================================
 ``idle``            idle
 ``busy``            busy       never acted on unless a policy lists ``busy``
-``starting``        pending    stays ``starting`` until a client connects
+``starting``        pending    stays ``starting`` until a client connects, also
+                               after an automatic restart of a crashed kernel
 ``restarting``      pending
 ``autorestarting``  pending
 ``terminating``     stopping
-``dead``            dead
+``dead``            dead       a kernel that failed to start, once a client
+                               tried to connect (pending kernels)
 anything else       unknown    never acted on
 ==================  =========  ==================================================
 
+What a real jupyter_server 2.x reports (verified against 2.21 with ipykernel 7): a kernel
+stays ``starting`` with no client; ``last_activity`` moves only with kernel IOPub traffic
+(executing code, kernel start and restart), never with REST reads, websocket connects or the
+``kernel_info`` handshake. A kernel whose process dies is restarted by the server and comes
+back ``starting`` with a fresh ``last_activity`` (a policy that lists ``pending`` cleans such
+kernels up); when its restarts are exhausted it is removed with its session (the listing no
+longer shows it); with ``autorestart`` off it keeps reporting ``idle``. ``dead`` appears only
+for a kernel whose start failed (``use_pending_kernels``), after a client tried to connect;
+its model then carries a ``reason``, kept in the ``kernel_reason`` label.
+
 Record mapping: ``id`` is the session id (kernel id for bare kernels), ``name`` the session
 name or path, ``kind`` the session ``type`` (``notebook``, ``console``, ``file``) or
-``kernel``, ``last_activity`` and ``connections`` come from the kernel. Jupyter reports no
-creation time, owner or etag.
+``kernel``, ``last_activity`` and ``connections`` come from the kernel, ``parent_id`` is the
+session's kernel id. Labels: ``kernel_name`` (the kernelspec), and ``kernel_reason`` when Jupyter
+reports why a kernel failed. Jupyter reports no creation time, owner or etag, so the re-check
+compares state, activity and connections. Several sessions can share one kernel (a notebook and
+its console): deleting one of them shuts the kernel down under the others.
 
 Actions: ``delete`` (``DELETE api/sessions/{id}`` shuts the kernel down and removes the
 session; ``DELETE api/kernels/{id}`` for a bare kernel) and ``notify``. 404 means already
@@ -33,6 +48,7 @@ gone; 410 ("kernel deleted before session") also means the kernel is gone.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from janitor.auth.token import TokenAuth
@@ -99,19 +115,30 @@ class JupyterProvider:
         records: list[Session] = []
         invalid: list[InvalidRecord] = []
         claimed: set[str] = set()
+        owner_unknown = False  # a malformed session whose kernel cannot be told
         for raw in sessions:
             result = self._session_record(raw)
+            # A malformed session still owns its kernel: that kernel is no bare kernel
+            # (else it would be judged without the session's name and exemptions).
+            owned = _str_or_none(_kernel_of(raw).get("id")) if isinstance(raw, dict) else None
+            if owned:
+                claimed.add(owned)
             if isinstance(result, InvalidRecord):
                 invalid.append(result)
+                owner_unknown = owner_unknown or owned is None
                 continue
             records.append(result)
-            if result.parent_id:
-                claimed.add(result.parent_id)
         for raw in kernels:
-            if isinstance(raw, dict) and raw.get("id") in claimed:
+            if isinstance(raw, dict) and _str_or_none(raw.get("id")) in claimed:
                 continue
-            result = self._kernel_record(raw)
-            (invalid if isinstance(result, InvalidRecord) else records).append(result)  # type: ignore[arg-type]
+            kernel = self._kernel_record(raw)
+            if isinstance(kernel, InvalidRecord):
+                invalid.append(kernel)
+            elif owner_unknown:
+                reason = "a malformed session record may own this kernel"
+                records.append(replace(kernel, anomalies=(*kernel.anomalies, reason)))
+            else:
+                records.append(kernel)
         _check_unique(self.config.name, records)
         return Listing(
             sessions=tuple(records), invalid=tuple(invalid), server_skew=self.http.server_skew
@@ -121,10 +148,10 @@ class JupyterProvider:
         """Re-read one session (or bare kernel); None when it is gone."""
         if session.kind == "kernel":
             return await self._get_bare_kernel(session.id)
-        response = await self.http.read("GET", f"api/sessions/{session.id}", params=NO_TRACK)
-        if response.status_code == 404:
+        body = await self._get_one(f"api/sessions/{session.id}")
+        if body is None:
             return None
-        result = self._session_record(_json(response, self.config.name))
+        result = self._session_record(body)
         if isinstance(result, InvalidRecord):
             raise MalformedResponse(result.reason, target=self.config.name)
         return result
@@ -157,10 +184,10 @@ class JupyterProvider:
         await self.http.aclose()
 
     async def _get_bare_kernel(self, kernel_id: str) -> Session | None:
-        response = await self.http.read("GET", f"api/kernels/{kernel_id}", params=NO_TRACK)
-        if response.status_code == 404:
+        body = await self._get_one(f"api/kernels/{kernel_id}")
+        if body is None:
             return None
-        kernel = self._kernel_record(_json(response, self.config.name))
+        kernel = self._kernel_record(body)
         if isinstance(kernel, InvalidRecord):
             raise MalformedResponse(kernel.reason, target=self.config.name)
         # A session may have adopted the kernel since the listing: then it is no bare kernel.
@@ -169,13 +196,35 @@ class JupyterProvider:
                 return None
         return kernel
 
-    async def _get_list(self, path: str) -> list[Any]:
+    async def _get_one(self, path: str) -> Any:
+        """The JSON body of ``GET path``; None on 404 (the session or kernel is gone)."""
         response = await self.http.read("GET", path, params=NO_TRACK)
-        body = _json(response, self.config.name)
-        if response.status_code != 200 or not isinstance(body, list):
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise MalformedResponse(
+                f"GET {path}: expected 200 or 404, got {response.status_code} "
+                f"{_message(response)}".rstrip(),
+                target=self.config.name,
+                status=response.status_code,
+            )
+        return _json(response, self.config.name)
+
+    async def _get_list(self, path: str) -> list[Any]:
+        """A JSON array from ``GET path``; anything else fails the whole listing."""
+        response = await self.http.read("GET", path, params=NO_TRACK)
+        if response.status_code != 200:
+            # e.g. 404 for a wrong base_url: a failed listing, never an empty one
             raise MalformedResponse(
                 f"GET {path}: expected 200 and a JSON array, got {response.status_code} "
-                f"and {type(body).__name__}",
+                f"{_message(response)}".rstrip(),
+                target=self.config.name,
+                status=response.status_code,
+            )
+        body = _json(response, self.config.name)
+        if not isinstance(body, list):
+            raise MalformedResponse(
+                f"GET {path}: expected a JSON array, got a JSON {type(body).__name__}",
                 target=self.config.name,
                 status=response.status_code,
             )
@@ -247,7 +296,7 @@ class JupyterProvider:
             provider_state=provider_state,
             last_activity=last_activity,
             connections=connections,
-            labels={"kernel_name": str(kernel.get("name", ""))},
+            labels=_labels(kernel),
             parent_id=parent_id,
             raw=raw,
             anomalies=tuple(anomalies),
@@ -272,6 +321,14 @@ def _check_unique(target: str, records: list[Session]) -> None:
         if record.id in seen:
             raise MalformedResponse(f"listing has the id {record.id} twice", target=target)
         seen.add(record.id)
+
+
+def _labels(kernel: dict[str, Any]) -> dict[str, str]:
+    labels = {"kernel_name": str(kernel.get("name", ""))}
+    reason = kernel.get("reason")
+    if isinstance(reason, str) and reason:
+        labels["kernel_reason"] = reason[:200]
+    return labels
 
 
 def _kernel_of(raw: dict[str, Any]) -> dict[str, Any]:
