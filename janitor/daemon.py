@@ -48,6 +48,7 @@ class Daemon:
         self.health = Health(
             failing_after=settings.failing_target_after.total_seconds(),
             sweep_timeout=settings.effective_sweep_timeout.total_seconds(),
+            overrun_grace=2 * settings.shutdown_grace.total_seconds(),
         )
         self.server = HealthServer(settings.listen, self.health) if health_server else None
         self.scheduler: AsyncIOScheduler | None = None
@@ -186,6 +187,7 @@ class Daemon:
 
     def _after_sweep(self, report: SweepReport, seconds: float) -> None:
         self.last_report = report
+        self.rt.alerter.clear("sweep_timeout")
         for target in report.targets:
             if target.lease_holder is None:
                 self.health.target_result(target.target, not target.failed)

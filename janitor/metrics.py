@@ -1,13 +1,29 @@
-"""Prometheus metrics. One registry for the process; label values never contain session ids."""
+"""Prometheus metrics. One registry for the process; label values never contain session ids.
+
+Labels are bounded: ``target`` (configured names), ``state`` (the seven normalized states),
+``action``, ``outcome``, ``method``, ``status`` (an HTTP status or an error class name),
+``scope`` and ``kind`` (small fixed sets). The audit chain head is exported as an info metric
+whose one sample is replaced after every sweep, beside a plain row count, so the count stays
+one time series (a shrinking count means rows were deleted).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from janitor import __version__
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+BUILD = Info("janitor_build", "janitor's version", registry=REGISTRY)
+BUILD.info({"version": __version__})
+
 SWEEPS = Counter(
-    "janitor_sweeps", "Target sweeps by result", ["target", "result"], registry=REGISTRY
+    "janitor_sweeps",
+    "Target sweeps by result: ok, failed (listing or an action failed), skipped (another "
+    "replica holds the target's lease)",
+    ["target", "result"],
+    registry=REGISTRY,
 )
 SWEEP_DURATION = Histogram(
     "janitor_sweep_duration_seconds",
@@ -24,7 +40,7 @@ SESSIONS_SEEN = Gauge(
 )
 ACTIONS = Counter(
     "janitor_actions",
-    "Actions by target, action and outcome",
+    "Action outcomes by target, action and outcome (one per outcome row of the audit trail)",
     ["target", "action", "outcome"],
     registry=REGISTRY,
 )
@@ -48,7 +64,7 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
 )
 BLAST_RADIUS_BLOCKS = Counter(
     "janitor_blast_radius_blocks",
-    "Policies or targets blocked by a blast-radius limit",
+    "Policies or targets blocked by a blast-radius limit (scope: policy or target)",
     ["target", "scope"],
     registry=REGISTRY,
 )
@@ -66,15 +82,25 @@ CIRCUIT_OPEN = Gauge(
 )
 LEASE_HELD = Gauge(
     "janitor_lease_held",
-    "1 while this process holds the target's lease",
+    "1 when this process took the target's lease in its last sweep, 0 when another replica held it",
     ["target"],
     registry=REGISTRY,
 )
-AUDIT_HEAD = Gauge(
-    "janitor_audit_chain_length",
-    "Rows in the audit chain after the last sweep (with the head hash as a label)",
-    ["head"],
+AUDIT_ROWS = Gauge(
+    "janitor_audit_chain_rows",
+    "Rows in the audit chain after the last sweep",
+    registry=REGISTRY,
+)
+AUDIT_HEAD = Info(
+    "janitor_audit_chain_head",
+    "Hash of the last audit row after the last sweep (compare with `janitor audit verify`)",
     registry=REGISTRY,
 )
 ALERTS = Counter("janitor_alerts", "Alerts raised, by cause kind", ["kind"], registry=REGISTRY)
 PAUSED = Gauge("janitor_paused", "1 while the kill switch is on", registry=REGISTRY)
+
+
+def record_audit_head(rows: int, head: str) -> None:
+    """Export the chain's length and head hash (called after every sweep)."""
+    AUDIT_ROWS.set(rows)
+    AUDIT_HEAD.info({"hash": head})

@@ -126,6 +126,10 @@ class Alerter:
                 log.error("alert webhook failed: %s", exc)
         return True
 
+    def report(self, kind: str, message: str, **tags: str) -> None:
+        """Send one event to Sentry only, not deduplicated (a failed action; logged by the caller)."""
+        self.sentry(kind, message, tags)
+
     def clear(self, key: str) -> None:
         """The cause went away: the next occurrence alerts again."""
         if key in self.active:

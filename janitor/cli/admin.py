@@ -56,6 +56,10 @@ def healthcheck(
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
             ok = response.status == 200
+    except urllib.error.HTTPError as exc:  # 503: answered, unhealthy; close its connection
+        exc.close()
+        typer.echo(f"unhealthy: {exc}", err=True)
+        raise typer.Exit(1) from None
     except (urllib.error.URLError, OSError) as exc:
         typer.echo(f"unhealthy: {exc}", err=True)
         raise typer.Exit(1) from None

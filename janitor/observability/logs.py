@@ -29,6 +29,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "sweep_id",
     "target",
     "taskName",
+    "context",
 }
 
 
@@ -104,15 +105,34 @@ class JournaldPrefix(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
 
 
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is at the time (test runners and CLI runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        """The current ``sys.stderr``."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
+
+
 def setup_logging(fmt: str = "auto", level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Configure the root logger once (idempotent: replaces janitor's own handler)."""
-    stream = stream or sys.stderr
+    """Configure the root logger (idempotent: replaces janitor's own handler).
+
+    Without ``stream``, lines go to the current ``sys.stderr``.
+    """
+    target = stream or sys.stderr
     if fmt == "auto":
-        fmt = "text" if stream.isatty() else "json"
+        fmt = "text" if target.isatty() else "json"
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
-    if under_journald(stream):
+    if under_journald(target):
         formatter = JournaldPrefix(formatter)
-    handler = logging.StreamHandler(stream)
+    handler = StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     handler.addFilter(ContextFilter())
     handler.set_name("janitor")

@@ -2,12 +2,16 @@
 
 * no ``sentry-trace``/``baggage`` headers on provider requests (``trace_propagation_targets=[]``,
   and :class:`janitor.http.StripTraceHeaders` removes any that slip through);
-* every configured secret is scrubbed from events before they leave the process;
-* alerts (a blocked policy, a failed target or action) become events; each sweep of a lease
-  holder sends a Crons check-in.
+* every configured secret (and the password of the database URL, and the content of token
+  files at start) is scrubbed from events before they leave the process; frame locals are
+  never sent;
+* alerts (a blocked policy, a failed target, a sweep timeout) and failed actions become
+  error events, grouped by kind and tags rather than by their changing text; each sweep of a
+  lease holder sends a Crons check-in.
 
 ``SENTRY_DSN`` in the environment is ignored unless ``sentry.dsn`` is set: we never call
-``sentry_sdk.init`` without our own DSN.
+``sentry_sdk.init`` without our own DSN. ``SENTRY_ENVIRONMENT``/``SENTRY_RELEASE`` are
+overridden by ``sentry.environment`` and janitor's version.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -25,11 +31,12 @@ from janitor.settings import Config, SentryConfig
 
 log = logging.getLogger(__name__)
 REDACTED = "[redacted]"
+MIN_SECRET_LENGTH = 4
 _state: dict[str, Any] = {"enabled": False, "slug": "janitor-sweep", "monitor": None}
 
 
 def secrets_of(config: Config) -> list[str]:
-    """Every secret value in the configuration (to scrub from events)."""
+    """Every secret value in the configuration (to scrub from events), longest first."""
     settings = config.settings
     candidates: list[Any] = [
         settings.database_url,
@@ -37,9 +44,33 @@ def secrets_of(config: Config) -> list[str]:
         settings.notify.webhook_url,
         *settings.notify.webhook_headers.values(),
     ]
-    candidates += [v for t in config.targets for v in t.__dict__.values()]
+    files: list[Path] = []
+    for target in config.targets:
+        for name, value in target.__dict__.items():
+            candidates.append(value)
+            if name.endswith("_file") and isinstance(value, Path | str):
+                files.append(Path(value))
     values = [c.get_secret_value() for c in candidates if isinstance(c, SecretStr)]
-    return [v for v in values if len(v) >= 4]
+    values += [p for v in values if (p := _url_password(v))]
+    values += [c for c in (_read_secret_file(f) for f in files) if c]
+    unique = {v for v in values if len(v) >= MIN_SECRET_LENGTH}
+    return sorted(unique, key=len, reverse=True)
+
+
+def _url_password(value: str) -> str | None:
+    try:
+        return urlsplit(value).password
+    except ValueError:
+        return None
+
+
+def _read_secret_file(path: Path) -> str | None:
+    try:
+        if path.stat().st_size > 64 * 1024:
+            return None
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def scrub(value: Any, secrets: Iterable[str]) -> Any:
@@ -50,7 +81,7 @@ def scrub(value: Any, secrets: Iterable[str]) -> Any:
             value = value.replace(secret, REDACTED)
         return value
     if isinstance(value, Mapping):
-        return {k: scrub(v, secrets) for k, v in value.items()}
+        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [scrub(v, secrets) for v in value]
     return value
@@ -75,29 +106,32 @@ def init_sentry(config: Config) -> bool:
         release=f"janitor@{__version__}",
         environment=cfg.environment,
         send_default_pii=False,
+        include_local_variables=False,
         trace_propagation_targets=[],
         traces_sample_rate=None,
         before_send=before_send,
         before_send_transaction=before_send,
         integrations=[
+            # log lines become breadcrumbs only; events come from explicit captures
             LoggingIntegration(level=logging.INFO, event_level=None),
             AsyncioIntegration(),
         ],
         shutdown_timeout=2,
     )
-    interval = config.settings.sweep_interval
+    settings = config.settings
     _state.update(
         enabled=True,
         slug=cfg.monitor_slug,
-        monitor=_monitor_config(
-            interval, config.settings.sweep_jitter, config.settings.effective_sweep_timeout
+        monitor=monitor_config(
+            settings.sweep_interval, settings.sweep_jitter, settings.effective_sweep_timeout
         ),
     )
     log.info("Sentry reporting enabled (environment %s)", cfg.environment)
     return True
 
 
-def _monitor_config(interval: timedelta, jitter: timedelta, timeout: timedelta) -> dict[str, Any]:
+def monitor_config(interval: timedelta, jitter: timedelta, timeout: timedelta) -> dict[str, Any]:
+    """The Crons monitor upserted with each check-in (integer minutes, at least 1)."""
     minutes = max(1, math.ceil(interval.total_seconds() / 60))
     return {
         "schedule": {"type": "interval", "value": minutes, "unit": "minute"},
@@ -110,7 +144,11 @@ def _monitor_config(interval: timedelta, jitter: timedelta, timeout: timedelta) 
 
 
 def capture_alert(kind: str, message: str, tags: Mapping[str, str]) -> None:
-    """Send an alert as an error event (no-op when Sentry is off)."""
+    """Send an alert or a failed action as an error event (no-op when Sentry is off).
+
+    Events are grouped by ``kind`` and the tags (target, policy, action, ...), not by the
+    message, which carries changing details (counts, durations, session ids).
+    """
     if not _state["enabled"]:
         return
     import sentry_sdk
@@ -119,6 +157,7 @@ def capture_alert(kind: str, message: str, tags: Mapping[str, str]) -> None:
         scope.set_tag("alert", kind)
         for key, value in tags.items():
             scope.set_tag(key, value)
+        scope.fingerprint = ["janitor", kind, *(f"{k}={v}" for k, v in sorted(tags.items()))]
         sentry_sdk.capture_message(message, level="error")
 
 
