@@ -86,6 +86,32 @@ def to_event(row: AuditRow) -> AuditEvent:
     return AuditEvent(id=row.id, hash=row.hash, **values)
 
 
+def check_fence(tx: Session, fence: Fence, *, dialect: str) -> None:
+    """Raise LeaseLost unless ``fence`` names the current, unexpired lease (within ``tx``).
+
+    SQLite needs no row lock: ``BEGIN IMMEDIATE`` already serializes every writer.
+    """
+    pg = dialect == "postgresql"
+    columns: list[Any] = [LeaseRow.holder, LeaseRow.fencing_token, LeaseRow.expires_at]
+    query = select(*columns).where(LeaseRow.name == fence.lease)
+    if pg:
+        # FOR SHARE: a takeover (an upsert of this row) waits until this transaction ends,
+        # so the new holder's reconcile sees the intent written under the old token.
+        query = query.add_columns(func.clock_timestamp()).with_for_update(read=True)
+    row = tx.execute(query).first()
+    if row is not None:
+        now: datetime = row[3] if pg else datetime.now(UTC)
+        expires: datetime = row[2]
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        if row[0] == fence.holder and row[1] == fence.token and expires > now:
+            return
+    holder = f"{row[0]} (token {row[1]})" if row is not None else "nobody"
+    raise LeaseLost(
+        f"lease {fence.lease} is no longer ours (token {fence.token}); held by {holder}"
+    )
+
+
 class AuditLog:
     """Appends to, lists and verifies the audit chain."""
 
@@ -131,25 +157,14 @@ class AuditLog:
             tx.execute(select(func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
 
     def _check_fence(self, tx: Session, fence: Fence) -> None:
-        now = self._now(tx)
-        lease = tx.get(LeaseRow, fence.lease)
-        if (
-            lease is None
-            or lease.holder != fence.holder
-            or lease.fencing_token != fence.token
-            or lease.expires_at <= now
-        ):
-            holder = f"{lease.holder} (token {lease.fencing_token})" if lease else "nobody"
-            raise LeaseLost(
-                f"lease {fence.lease} is no longer ours (token {fence.token}); held by {holder}"
-            )
+        """Raise LeaseLost unless ``fence`` is the current, unexpired lease.
 
-    def _now(self, tx: Session) -> datetime:
-        if self.db.dialect == "postgresql":
-            value = tx.scalar(select(func.now()))
-            assert isinstance(value, datetime)
-            return value.astimezone(UTC)
-        return datetime.now(UTC)
+        Runs after the chain lock is taken, so "current" means at the moment of the insert.
+        On PostgreSQL the expiry is compared with ``clock_timestamp()`` (the time now), not
+        ``now()``, which is the start of the transaction: a writer that waited for the lock
+        past its lease's expiry must not see the lease as still valid.
+        """
+        check_fence(tx, fence, dialect=self.db.dialect)
 
     def events(
         self,
@@ -158,11 +173,13 @@ class AuditLog:
         target: str | None = None,
         session_id: str | None = None,
         kinds: Sequence[str] = (),
-        after_id: int = 0,
+        after_id: int | None = None,
         limit: int | None = None,
     ) -> list[AuditEvent]:
-        """Rows in id order, filtered."""
-        query = select(AuditRow).where(AuditRow.id > after_id).order_by(AuditRow.id)
+        """Rows in id order, filtered (``after_id``: only rows with a larger id)."""
+        query = select(AuditRow).order_by(AuditRow.id)
+        if after_id is not None:  # no default bound: a row slipped in at id <= 0 shows too
+            query = query.where(AuditRow.id > after_id)
         if since is not None:
             query = query.where(AuditRow.at >= since)
         if target is not None:
@@ -201,12 +218,25 @@ class AuditLog:
             last = tx.scalar(select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1))
             return int(count), last or GENESIS
 
+    def _stored(self, after: int | None, batch: int) -> list[AuditEvent]:
+        """Rows as stored, for hashing: enum columns stay plain strings, so a value that is no
+        valid kind, action or outcome (written with SQL) shows as an altered row instead of
+        stopping ``verify`` with an exception. Every id, even <= 0, is included."""
+        query = select(AuditRow).order_by(AuditRow.id).limit(batch)
+        if after is not None:
+            query = query.where(AuditRow.id > after)
+        with self.db.transaction() as tx:
+            return [
+                AuditEvent(id=row.id, hash=row.hash, **{n: getattr(row, n) for n in HASHED_FIELDS})
+                for row in tx.scalars(query)
+            ]
+
     def verify(self, *, batch: int = 5000) -> VerifyResult:
         """Walk the chain in id order; report rows whose link or hash does not fit."""
         problems: list[str] = []
-        prev, rows, after = GENESIS, 0, 0
+        prev, rows, after = GENESIS, 0, None
         while True:
-            chunk = self.events(after_id=after, limit=batch)
+            chunk = self._stored(after, batch)
             if not chunk:
                 break
             for event in chunk:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, or_, select
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from janitor.model import AuditEvent, AuditKind, History, Mark, State
-from janitor.store.audit import AuditLog
+from janitor.store.audit import AuditLog, Fence, check_fence
 from janitor.store.db import Database
 from janitor.store.tables import LeaseRow, ObservationRow, PauseRow, SweepRow
 
@@ -28,12 +28,26 @@ class ObservationStore:
             rows = tx.scalars(select(ObservationRow).where(ObservationRow.target == target))
             return {row.session_id: _history(row) for row in rows}
 
-    def save(self, target: str, entries: Iterable[tuple[str, str, History]]) -> None:
+    def save(
+        self,
+        target: str,
+        entries: Iterable[tuple[str, str, History]],
+        *,
+        fence: Fence | None = None,
+    ) -> None:
         """Replace the target's memory with ``(session_id, name, history)`` entries.
 
         Sessions not listed any more are forgotten (call only after a complete listing).
+        With ``fence``, nothing is written unless that lease is still current: a replica
+        that lost its lease (paused past its expiry) must not overwrite its successor's
+        marks and streaks with its stale view.
+
+        Raises:
+            LeaseLost: ``fence`` is not the current lease any more; nothing was written.
         """
         with self.db.transaction() as tx:
+            if fence is not None:
+                check_fence(tx, fence, dialect=self.db.dialect)
             existing = {
                 row.session_id: row
                 for row in tx.scalars(select(ObservationRow).where(ObservationRow.target == target))
@@ -124,10 +138,37 @@ class LeaseStore:
             row = tx.execute(statement).first()
         if row is None:
             return None
-        expires = row.expires_at
-        if isinstance(expires, datetime) and expires.tzinfo is None:
-            expires = expires.replace(tzinfo=UTC)
-        return LeaseInfo(name=name, holder=row.holder, token=row.fencing_token, expires_at=expires)
+        return LeaseInfo(
+            name=name, holder=row.holder, token=row.fencing_token, expires_at=_aware(row.expires_at)
+        )
+
+    def renew(self, name: str, holder: str, token: int, ttl: timedelta) -> LeaseInfo | None:
+        """Extend the lease we hold; None if it is not ours (with this token) any more.
+
+        Unlike :meth:`acquire`, this never takes a lease over: a holder that was paused past
+        its expiry and finds the lease taken (or taken and released since) must not grab it
+        back with a new token. A lease that expired but nobody took keeps its token, so
+        renewing it is safe: nobody acted on the target in between.
+        """
+        pg = self.db.dialect == "postgresql"
+        now: Any = func.clock_timestamp() if pg else datetime.now(UTC)
+        statement = (
+            update(LeaseRow)
+            .where(
+                LeaseRow.name == name,
+                LeaseRow.holder == holder,
+                LeaseRow.fencing_token == token,
+            )
+            .values(expires_at=now + ttl)
+            .returning(LeaseRow.holder, LeaseRow.fencing_token, LeaseRow.expires_at)
+        )
+        with self.db.transaction() as tx:
+            row = tx.execute(statement).first()
+        if row is None:
+            return None
+        return LeaseInfo(
+            name=name, holder=row.holder, token=row.fencing_token, expires_at=_aware(row.expires_at)
+        )
 
     def release(self, name: str, holder: str) -> None:
         """Give the lease up (expire it) if we hold it."""
@@ -145,6 +186,11 @@ class LeaseStore:
             return LeaseInfo(
                 name=name, holder=row.holder, token=row.fencing_token, expires_at=row.expires_at
             )
+
+
+def _aware(value: datetime) -> datetime:
+    """UTC-aware (SQLite hands back naive UTC when the column type is not applied)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
