@@ -5,9 +5,13 @@ For each destructive action, in this order:
 1. no new action once shutdown began, the target halted, or janitor is paused;
 2. renew the lease if due, then commit an ``intent`` row under the lease's fencing token
    (no committed intent, no provider call);
-3. re-read the session and decide again on the fresh record with the current policies;
+3. check the kill switch once more and re-read the policies (both before the re-check, so no
+   database round trip widens the gap between the re-check and the call);
+4. re-read the session and decide again on the fresh record with the current policies;
    anything changed (state, activity, connections, etag, policy version) → ``skipped_changed``;
-4. check the kill switch once more, then call the provider (with the etag where it has one);
+   otherwise call the provider at once (with the etag where it has one) -- unless a pause
+   since the intent outlasted a third of the lease's TTL and the lease turns out lost
+   (``blocked``; the lease is renewed only then, so normally no round trip lies there);
 5. commit the ``outcome``: executed, already_absent (404), skipped_changed (409/412),
    failed (refused), or unknown (timeout, 5xx, cut by shutdown).
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
@@ -30,6 +35,7 @@ from typing import Any, TypeVar
 from janitor import memory, metrics
 from janitor.errors import (
     ActionRejected,
+    CircuitOpen,
     LeaseLost,
     OutcomeUnknown,
     ProviderError,
@@ -77,8 +83,10 @@ class LeaseKeeper:
         """Renew if due; raise LeaseLost when someone else took the lease over."""
         if time.monotonic() - self._renewed < self.ttl.total_seconds() / 3:
             return
-        info = await db(self.rt.store.leases.acquire, self.name, self.info.holder, self.ttl)
-        if info is None or info.token != self.info.token:
+        info = await db(
+            self.rt.store.leases.renew, self.name, self.info.holder, self.info.token, self.ttl
+        )
+        if info is None:
             raise LeaseLost(f"lease {self.name} was taken over while we held it")
         self.info, self._renewed = info, time.monotonic()
 
@@ -168,10 +176,18 @@ class TargetRun:
 
 
 def crash_point(rt: Runtime, name: str) -> None:
-    """Test hook: exit at once (like kill -9) when ``JANITOR_TEST_CRASH_AT`` names this point."""
+    """Test hook: exit at once (like kill -9) when ``JANITOR_TEST_CRASH_AT`` names this point.
+
+    ``stop:NAME`` instead stops the whole process (SIGSTOP, once) until it gets SIGCONT: a
+    replica frozen at that point, as by a long GC pause or a suspended VM.
+    """
     if rt.crash_at == name:
         log.critical("test crash point %s reached: exiting now", name)
         os._exit(137)
+    if rt.crash_at == f"stop:{name}":
+        rt.crash_at = None
+        log.critical("test stop point %s reached: stopping until SIGCONT", name)
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 async def execute(run: TargetRun, decision: Decision) -> None:
@@ -185,16 +201,46 @@ async def execute(run: TargetRun, decision: Decision) -> None:
     if intent is None:
         return
     crash_point(run.rt, "after_intent")
+    # The kill switch (and, in _recheck, the policies) are read before the re-check GET, so
+    # no database round trip lies between the fresh read and the call: that gap is the
+    # residual race window a provider without preconditions leaves open (T8).
+    pause = await _paused(run)
+    if pause:
+        await _close(run, intent, decision, Outcome.BLOCKED, pause)
+        return
     fresh, problem = await _recheck(run, decision)
     if problem is not None:
         await _close(run, intent, decision, problem[0], problem[1])
         return
     assert fresh is not None
-    pause = await _paused(run)
-    if pause:
-        await _close(run, intent, decision, Outcome.BLOCKED, pause)
+    crash_point(run.rt, "before_call")
+    lost = await _lease_lost(run)
+    if lost:
+        await _close(run, intent, decision, Outcome.BLOCKED, lost)
         return
     await _call(run, intent, decision, fresh)
+
+
+async def _lease_lost(run: TargetRun) -> str | None:
+    """Why the call may not be made because the lease is not surely ours, or None.
+
+    The intent was fenced, but a pause (GC, SIGSTOP, a suspended VM) between it and the call
+    may have outlasted the lease: renew it if a third of its TTL has passed, so a replica
+    frozen past its lease before this point does not call with a stale fencing token. A
+    pause after this check, before the request leaves, remains a residual window that only
+    a provider-side precondition (etag) can close.
+    """
+    assert run.lease is not None
+    try:
+        await run.lease.ensure()
+    except LeaseLost as exc:
+        run.halt(str(exc))
+        return f"not done, the lease was lost before the call: {exc}"
+    except StoreError as exc:
+        run.store_failed = True
+        run.halt(f"the lease cannot be renewed, so nothing is done: {exc}")
+        return f"not done, the lease cannot be renewed: {exc}"
+    return None
 
 
 async def _may_start(run: TargetRun) -> bool:
@@ -241,18 +287,20 @@ async def _recheck(
 ) -> tuple[Session | None, tuple[Outcome, str] | None]:
     """The fresh session, or the outcome that ends this intent."""
     try:
+        policies = await run.policies.current()
+    except StoreError as exc:
+        return None, (Outcome.FAILED, f"policies could not be re-read: {exc}")
+    try:
         fresh = await run.provider.get_session(decision.session)
     except ProviderError as exc:
+        if isinstance(exc, CircuitOpen):
+            await _breaker_open(run, exc)
         return None, (Outcome.FAILED, f"the re-check failed, so nothing is done: {exc}")
     if fresh is None:
         return None, (Outcome.ALREADY_ABSENT, "the session was already gone at the re-check")
     changed = describe_change(decision.session, fresh)
     if changed:
         return None, (Outcome.SKIPPED_CHANGED, f"changed since the listing: {changed}")
-    try:
-        policies = await run.policies.current()
-    except StoreError as exc:
-        return None, (Outcome.FAILED, f"policies could not be re-read: {exc}")
     again = decide(fresh, policies, run.rt.clock.now(), run.previous.get(fresh.id))
     if (
         again.verdict is not Verdict.ACT
@@ -270,7 +318,7 @@ async def _recheck(
 def describe_change(before: Session, after: Session) -> str:
     """What changed between the listed and the fresh record ('' if nothing that matters)."""
     changes = []
-    for name in ("state", "provider_state", "last_activity", "connections", "etag", "kind"):
+    for name in ("id", "state", "provider_state", "last_activity", "connections", "etag", "kind"):
         old, new = getattr(before, name), getattr(after, name)
         if old != new:
             changes.append(f"{name} {old} → {new}")
@@ -306,6 +354,8 @@ async def _call(run: TargetRun, intent: AuditEvent, decision: Decision, fresh: S
         )
         return
     except ProviderError as exc:
+        if isinstance(exc, CircuitOpen):
+            await _breaker_open(run, exc)
         await _close(
             run,
             intent,
@@ -331,6 +381,17 @@ async def _call(run: TargetRun, intent: AuditEvent, decision: Decision, fresh: S
     outcome, reason = _receipt_outcome(receipt, decision)
     await _close(
         run, intent, decision, outcome, reason, status=receipt.status, request_id=receipt.request_id
+    )
+
+
+async def _breaker_open(run: TargetRun, exc: CircuitOpen) -> None:
+    """An error storm opened the target's circuit breaker: no more actions there this sweep."""
+    run.halt(str(exc))
+    await run.rt.alerter.raise_(
+        f"circuit_open:{run.target.name}",
+        "circuit_open",
+        f"{exc}; no further actions on target {run.target.name} this sweep",
+        target=run.target.name,
     )
 
 
@@ -390,6 +451,14 @@ async def _close(
         run.memory.pop(decision.session.id, None)
     log_level = logging.ERROR if outcome in (Outcome.FAILED, Outcome.UNKNOWN) else logging.INFO
     log.log(log_level, "%s %s %s: %s", outcome, decision.action, decision.session.id, reason)
+    if log_level == logging.ERROR:
+        run.rt.alerter.report(
+            "action_failed",
+            f"{decision.action} {outcome} on target {run.target.name}: {reason}",
+            target=run.target.name,
+            action=str(decision.action),
+            outcome=str(outcome),
+        )
     try:
         await db(run.rt.store.audit.append, [event])
     except StoreError as exc:

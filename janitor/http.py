@@ -6,8 +6,15 @@ for reads and :meth:`TargetHttp.write` for destructive calls; both return the re
 :class:`~janitor.errors.ProviderError` for the rest.
 
 Retry rules (DESIGN 5): reads retry on 429, 5xx, timeouts and connection errors; writes retry
-only where the request surely was not processed (429, connection refused). A write that timed
-out or got a 5xx raises :class:`~janitor.errors.OutcomeUnknown`.
+only where the request surely was not processed (429, connection refused or timed out, no
+pool slot). A write that timed out, lost its connection after sending, or got a 5xx raises
+:class:`~janitor.errors.OutcomeUnknown`; 401/403 raise :class:`~janitor.errors.AuthFailed`.
+
+Every request of a target, in this order: the circuit breaker (fail fast while open), a
+concurrency slot, the request budget and any ``Retry-After`` hold (checked inside the slot,
+so requests queued for a slot honour a hold set meanwhile), then the send. Destructive calls
+take the budget ahead of waiting reads, which keeps the gap between a session's re-check and
+its DELETE to one token interval at most (the race window of reliability target T8).
 """
 
 from __future__ import annotations
@@ -15,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,40 +51,93 @@ RETRY_AFTER_CAP = 60.0
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped at 60 s."""
-    if not value:
+    """Seconds to wait from a ``Retry-After`` header, or None when there is no usable value.
+
+    Accepts delay-seconds (``"120"``) and an HTTP date (``"Wed, 21 Oct 2026 07:28:00 GMT"``,
+    compared with ``now``). A date in the past or a negative delay means "no wait" (0.0);
+    anything else (junk, NaN, infinity, a date without a zone) is ignored. The result is capped at
+    :data:`RETRY_AFTER_CAP` so a server asking for an hour cannot stall a sweep.
+    """
+    if not value or not value.strip():
         return None
     try:
         seconds = float(value)
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
             return None
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):
+        return None
     return max(0.0, min(seconds, RETRY_AFTER_CAP))
 
 
 class StripTraceHeaders(httpx.Auth):
-    """Removes tracing headers before the wrapped auth signs the request."""
+    """Removes tracing headers, then hands the request to the wrapped auth (which signs it).
+
+    The inner auth's own sync and async flows are used as they are (an auth that fetches a
+    token asynchronously keeps working), and its body requirements are forwarded.
+    """
 
     def __init__(self, inner: httpx.Auth | None) -> None:
         self._inner = inner
+        self.requires_request_body = bool(inner is not None and inner.requires_request_body)
+        self.requires_response_body = bool(inner is not None and inner.requires_response_body)
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """Strip, then hand the request to the inner auth flow."""
+    @staticmethod
+    def strip(request: httpx.Request) -> None:
+        """Drop every header in :data:`TRACE_HEADERS` from ``request``."""
         for name in TRACE_HEADERS:
             request.headers.pop(name, None)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Strip, then run the inner auth flow."""
+        self.strip(request)
         if self._inner is None:
             yield request
             return
         yield from self._inner.auth_flow(request)
 
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        """Strip, then run the inner auth's sync flow (which reads bodies as it needs)."""
+        self.strip(request)
+        if self._inner is None:
+            yield request
+            return
+        yield from self._inner.sync_auth_flow(request)
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        """Strip, then run the inner auth's async flow."""
+        self.strip(request)
+        if self._inner is None:
+            yield request
+            return
+        flow = self._inner.async_auth_flow(request)
+        outgoing = await flow.__anext__()
+        while True:
+            response = yield outgoing
+            try:
+                outgoing = await flow.asend(response)
+            except StopAsyncIteration:
+                return
+
 
 class RateLimiter:
-    """A token bucket of ``rate`` requests per second, plus a Retry-After hold for everyone."""
+    """A token bucket of ``rate`` requests per second (``burst`` at once), plus a hold.
+
+    ``hold(seconds)`` (a Retry-After) makes every request wait until it has passed. Ordinary
+    requests take tokens in arrival order. ``urgent`` requests (a destructive call right
+    after its re-check) take tokens in their own arrival order, ahead of every ordinary
+    request still waiting: the gap between a re-check and its call stays short (T8), and
+    the rate still holds for all requests together.
+    """
 
     def __init__(self, target: str, rate: float, burst: float | None = None) -> None:
         self._target = target
@@ -86,77 +147,149 @@ class RateLimiter:
         self._updated = time.monotonic()
         self._hold_until = 0.0
         self._lock = asyncio.Lock()
+        self._urgent_lock = asyncio.Lock()
+        self._urgent = 0
+
+    @property
+    def held_until(self) -> float:
+        """The ``time.monotonic()`` instant before which no request may go out."""
+        return self._hold_until
 
     def hold(self, seconds: float) -> None:
         """Make every request wait at least ``seconds`` from now (a Retry-After)."""
         self._hold_until = max(self._hold_until, time.monotonic() + seconds)
 
-    async def acquire(self) -> None:
-        """Wait for a token (and for any Retry-After hold)."""
-        async with self._lock:
-            waited = 0.0
-            while True:
-                now = time.monotonic()
-                self._tokens = min(
-                    self._capacity, self._tokens + (now - self._updated) * self._rate
-                )
-                self._updated = now
-                delay = max(self._hold_until - now, 0.0)
-                if delay == 0 and self._tokens >= 1:
-                    self._tokens -= 1
-                    break
-                delay = max(delay, (1 - self._tokens) / self._rate)
-                waited += delay
-                await asyncio.sleep(delay)
-            if waited:
-                metrics.RATE_LIMIT_WAITS.labels(self._target).inc()
-                metrics.RATE_LIMIT_WAIT_SECONDS.labels(self._target).inc(waited)
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """Wait for a token and for any hold; ``urgent`` goes ahead of ordinary requests."""
+        if urgent:
+            self._urgent += 1
+            try:
+                async with self._urgent_lock:
+                    waited = await self._wait(defer=False)
+            finally:
+                self._urgent -= 1
+        else:
+            async with self._lock:
+                waited = await self._wait(defer=True)
+        if waited:
+            metrics.RATE_LIMIT_WAITS.labels(self._target).inc()
+            metrics.RATE_LIMIT_WAIT_SECONDS.labels(self._target).inc(waited)
+
+    async def _wait(self, *, defer: bool) -> float:
+        waited = 0.0
+        while True:
+            if defer and self._urgent:
+                # leave the next token to the urgent request, then look again
+                delay = max(self._take(dry=True), 0.001)
+            else:
+                delay = self._take()
+                if delay <= 0:
+                    return waited
+            waited += delay
+            await asyncio.sleep(delay)
+
+    def _take(self, *, dry: bool = False) -> float:
+        """Take a token and return 0.0, or return how long until one is free.
+
+        With ``dry``, only say how long (0.0: one is free now) and take nothing.
+        """
+        now = time.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if self._hold_until > now:
+            return self._hold_until - now
+        if self._tokens >= 1:
+            if not dry:
+                self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self._rate
 
 
 class CircuitBreaker:
     """Opens after ``threshold`` failures among the last ``window`` calls; half-opens later.
 
-    Throttling (429) is not a failure: it is handled by backoff. While open, every call
-    fails fast with :class:`CircuitOpen` until ``cooldown`` has passed; then one trial call
-    is let through, and its success closes the breaker.
+    States: *closed* (calls go through), *open* (every call fails fast with
+    :class:`CircuitOpen`), *half-open* (``cooldown`` seconds after opening: one trial call
+    goes through while the others still fail fast; its success closes the breaker, its
+    failure opens it again). A trial that never reports back (cancelled) is replaced by a new
+    one after another ``cooldown``. Throttling (429) is not a failure: backoff handles it.
+
+    With the defaults, a storm in which every call fails opens the breaker at the 5th call,
+    and any 10 consecutive calls of which half fail open it within those 10 calls (T14).
     """
 
     def __init__(
-        self, target: str, *, threshold: int = 5, window: int = 10, cooldown: float = 60.0
+        self,
+        target: str,
+        *,
+        threshold: int = 5,
+        window: int = 10,
+        cooldown: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._target = target
         self._threshold = threshold
         self._results: deque[bool] = deque(maxlen=window)
         self._cooldown = cooldown
+        self._monotonic = monotonic
         self._opened_at: float | None = None
+        self._trial_at: float | None = None
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half-open``."""
+        if self._opened_at is None:
+            return "closed"
+        if self._monotonic() - self._opened_at < self._cooldown:
+            return "open"
+        return "half-open"
 
     @property
     def is_open(self) -> bool:
-        """True while calls are refused."""
-        if self._opened_at is None:
-            return False
-        return time.monotonic() - self._opened_at < self._cooldown
+        """True while calls are refused (open, or half-open with its trial call under way)."""
+        state = self.state
+        if state == "half-open":
+            return self._trial_busy()
+        return state == "open"
+
+    def _trial_busy(self) -> bool:
+        return self._trial_at is not None and self._monotonic() - self._trial_at < self._cooldown
 
     def check(self) -> None:
-        """Raise CircuitOpen if calls are refused now."""
-        if self.is_open:
-            raise CircuitOpen(
-                f"circuit breaker of target {self._target} is open after an error storm",
-                target=self._target,
-            )
+        """Raise CircuitOpen if calls are refused now; in half-open, admit one trial call."""
+        state = self.state
+        if state == "closed":
+            return
+        if state == "half-open" and not self._trial_busy():
+            self._trial_at = self._monotonic()
+            log.warning("circuit breaker of target %s half-open: one trial call", self._target)
+            return
+        raise CircuitOpen(
+            f"circuit breaker of target {self._target} is open after an error storm",
+            target=self._target,
+        )
 
     def record(self, ok: bool) -> None:
         """Record one call's result; open the breaker on a storm."""
         self._results.append(ok)
-        if ok and self._opened_at is not None:
-            self._opened_at = None
+        if self._opened_at is not None:
+            if self.state == "open":
+                return  # a call that started before the breaker opened
+            self._trial_at = None
             self._results.clear()
-            metrics.CIRCUIT_OPEN.labels(self._target).set(0)
-            log.warning("circuit breaker of target %s closed again", self._target)
+            if ok:
+                self._opened_at = None
+                metrics.CIRCUIT_OPEN.labels(self._target).set(0)
+                log.warning("circuit breaker of target %s closed again", self._target)
+            else:
+                self._opened_at = self._monotonic()
+                log.error(
+                    "circuit breaker of target %s: trial call failed, open again", self._target
+                )
             return
         failures = self._results.count(False)
-        if not ok and failures >= self._threshold and self._opened_at is None:
-            self._opened_at = time.monotonic()
+        if not ok and failures >= self._threshold:
+            self._opened_at = self._monotonic()
             metrics.CIRCUIT_OPEN.labels(self._target).set(1)
             log.error(
                 "circuit breaker of target %s opened: %d of the last %d calls failed",
@@ -164,8 +297,6 @@ class CircuitBreaker:
                 failures,
                 len(self._results),
             )
-        elif not ok and self._opened_at is not None:
-            self._opened_at = time.monotonic()  # a failed trial call re-opens it
 
 
 class TargetHttp:
@@ -219,10 +350,14 @@ class TargetHttp:
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     async def _send(self, method: str, url: str, *, write: bool, **kw: Any) -> httpx.Response:
-        self.breaker.check()
-        await self.limiter.acquire()
         where = f"{method} {_redact(url)}"
+        if self.breaker.is_open:
+            self.breaker.check()  # fail fast, without waiting for a slot or the budget
+        # The budget and any Retry-After hold are checked right before sending, inside the
+        # concurrency slot, so a request queued behind a 429 waits for the hold too.
         async with self._slots:
+            await self.limiter.acquire(urgent=write)
+            self.breaker.check()
             try:
                 response = await self.client.request(method, url, **kw)
             except httpx.HTTPError as exc:

@@ -26,7 +26,7 @@ from datetime import datetime
 
 from janitor import guards, memory, metrics
 from janitor.actions import LeaseKeeper, PolicyCache, TargetRun, execute, reconcile
-from janitor.errors import JanitorError, ProviderError, StoreError
+from janitor.errors import JanitorError, LeaseLost, ProviderError, StoreError
 from janitor.logcontext import bind
 from janitor.model import (
     AuditEvent,
@@ -163,8 +163,7 @@ async def _finish(rt: Runtime, report: SweepReport) -> None:
     except StoreError as exc:
         log.error("sweep %s end cannot be recorded: %s", report.sweep_id, exc)
         return
-    metrics.AUDIT_HEAD.clear()
-    metrics.AUDIT_HEAD.labels(head).set(rows)
+    metrics.record_audit_head(rows, head)
     log.info(
         "sweep %s finished in %.2fs (%s); audit chain head %s after %d rows",
         report.sweep_id,
@@ -190,6 +189,12 @@ async def sweep_target(
         except JanitorError as exc:
             report.error = report.error or str(exc)
             log.error("sweep of target %s stopped: %s", target.name, exc)
+        except Exception as exc:
+            # A bug (say, garbage a provider does not expect) stops this target only: were
+            # it raised, gather() would drop the other targets' reports and leave their
+            # sweeps running unsupervised. The rest of this target's sweep is abandoned.
+            report.error = report.error or f"internal error: {type(exc).__name__}: {exc}"
+            log.exception("sweep of target %s stopped by an internal error", target.name)
         report.seconds = time.monotonic() - started
         _observe(target.name, report)
         log.info("%s", describe(report))
@@ -215,7 +220,7 @@ def describe(report: TargetReport) -> str:
 
 def _observe(target: str, report: TargetReport) -> None:
     metrics.SWEEP_DURATION.labels(target).observe(report.seconds)
-    result = "failed" if report.failed else "ok"
+    result = "skipped" if report.lease_holder else "failed" if report.failed else "ok"
     metrics.SWEEPS.labels(target, result).inc()
     if report.listed:
         for state in ("idle", "busy", "pending", "stopping", "dead", "ended", "unknown"):
@@ -320,6 +325,7 @@ async def _list(run: TargetRun, report: TargetReport) -> Listing | None:
         )
         return None
     run.rt.alerter.clear(key)
+    run.rt.alerter.clear(f"circuit_open:{run.target.name}")  # the listing got through it
     report.listed = True
     report.sessions = Counter(str(s.state) for s in listing.sessions)
     return listing
@@ -357,10 +363,12 @@ async def _process(run: TargetRun, listing: Listing, report: TargetReport, *, re
         if record:
             report.warned = await _warn_all(run, acting)
         await _act_all(run, [d for d in acting if d.verdict is Verdict.ACT and not d.dry_run])
+    report.outcomes, report.halted = run.outcomes, run.halted  # kept if the save below fails
+    report.store_failed = report.store_failed or run.store_failed
+    if report.store_failed and report.error is None:  # the sweep failed: say why (exit 1)
+        report.error = run.halted or "the database failed during the sweep"
     if record:
         await _save_memory(run, listing)
-    report.outcomes, report.halted = run.outcomes, run.halted
-    report.store_failed = report.store_failed or run.store_failed
 
 
 def _target_block(run: TargetRun, listing: Listing) -> str | None:
@@ -566,4 +574,9 @@ async def _save_memory(run: TargetRun, listing: Listing) -> None:
     entries: list[tuple[str, str, History]] = [
         (sid, listed[sid], history) for sid, history in run.memory.items() if sid in listed
     ]
-    await db(run.rt.store.observations.save, run.target.name, entries)
+    fence = run.lease.fence if run.lease is not None else None
+    try:
+        await db(run.rt.store.observations.save, run.target.name, entries, fence=fence)
+    except LeaseLost as exc:
+        run.halt(str(exc))
+        log.warning("memory of target %s not saved, the lease is lost: %s", run.target.name, exc)

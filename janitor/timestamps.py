@@ -62,7 +62,10 @@ def check_aware(
     shown = raw if raw is not None else value.isoformat()
     if value.tzinfo is None or value.utcoffset() is None:
         return None, f"{field} has no time zone: {shown!r}"
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 has no UTC equivalent
+        return None, f"{field} is out of range: {shown!r}"
     if value > now + tolerance:
         return None, f"{field} lies in the future: {shown!r}"
     return value, None
