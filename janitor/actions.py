@@ -192,10 +192,10 @@ def crash_point(rt: Runtime, name: str) -> None:
 
 async def execute(run: TargetRun, decision: Decision) -> None:
     """Carry out one enforced ACT decision with every guard of the module docstring."""
+    if not await _may_start(run):
+        return
     if decision.action is Action.NOTIFY:
         await _notify(run, decision)
-        return
-    if not await _may_start(run):
         return
     intent = await _write_intent(run, decision)
     if intent is None:
@@ -204,7 +204,7 @@ async def execute(run: TargetRun, decision: Decision) -> None:
     # The kill switch (and, in _recheck, the policies) are read before the re-check GET, so
     # no database round trip lies between the fresh read and the call: that gap is the
     # residual race window a provider without preconditions leaves open (T8).
-    pause = await _paused(run)
+    pause = await pause_reason(run)
     if pause:
         await _close(run, intent, decision, Outcome.BLOCKED, pause)
         return
@@ -247,13 +247,14 @@ async def _may_start(run: TargetRun) -> bool:
     if run.rt.lifecycle.is_stopping:
         run.halt("janitor is shutting down")
     if run.halted is None:
-        pause = await _paused(run)
+        pause = await pause_reason(run)
         if pause:
             run.halt(pause)
     return run.halted is None
 
 
-async def _paused(run: TargetRun) -> str | None:
+async def pause_reason(run: TargetRun) -> str | None:
+    """Why no action may start now (the kill switch is on or unreadable), or None."""
     try:
         state = await db(run.rt.store.pause.get)
     except StoreError as exc:
@@ -545,6 +546,8 @@ async def reconcile(run: TargetRun) -> int:
             fencing_token=run.lease.info.token if run.lease else None,
         )
         await db(run.rt.store.audit.append, [event])
-        run.count(outcome, intent.action)
+        # Counted in the metrics but not in this sweep's outcomes: closing an earlier
+        # intent is bookkeeping, not a failure of this sweep.
+        metrics.ACTIONS.labels(run.target.name, str(intent.action or "-"), str(outcome)).inc()
         log.info("intent %s on %s reconciled: %s", intent.id, intent.session_id, outcome)
     return len(pending)

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from janitor import guards, memory, metrics
-from janitor.actions import LeaseKeeper, PolicyCache, TargetRun, execute, reconcile
+from janitor.actions import (
+    LeaseKeeper,
+    PolicyCache,
+    TargetRun,
+    execute,
+    pause_reason,
+    reconcile,
+)
 from janitor.errors import JanitorError, LeaseLost, ProviderError, StoreError
 from janitor.logcontext import bind
 from janitor.model import (
@@ -334,7 +341,9 @@ async def _list(run: TargetRun, report: TargetReport) -> Listing | None:
 async def _process(run: TargetRun, listing: Listing, report: TargetReport, *, record: bool) -> None:
     now = run.rt.clock.now()
     policies = run.policies.policies
-    decisions = [decide(s, policies, now, run.previous.get(s.id)) for s in listing.sessions]
+    # decide() is pure but costs ~20 µs per session and policy: off the loop, so a large
+    # fleet never stalls the heartbeat (/healthz) or the watchdog.
+    decisions = await asyncio.to_thread(_decide_all, run, listing, policies, now)
     report.verdicts = Counter(str(d.verdict) for d in decisions)
     block = _target_block(run, listing)
     blast = guards.blast_radius(
@@ -358,7 +367,7 @@ async def _process(run: TargetRun, listing: Listing, report: TargetReport, *, re
     await _append(run, rows)
     if record:
         await _save_memory(run, listing)
-    if block is None and not run.dry_run:
+    if block is None and not run.dry_run and await _may_proceed(run, decisions):
         acting = [d for d in decisions if blast.blocks(d) is None]
         if record:
             report.warned = await _warn_all(run, acting)
@@ -369,6 +378,23 @@ async def _process(run: TargetRun, listing: Listing, report: TargetReport, *, re
         report.error = run.halted or "the database failed during the sweep"
     if record:
         await _save_memory(run, listing)
+
+
+def _decide_all(
+    run: TargetRun, listing: Listing, policies: Sequence[Policy], now: datetime
+) -> list[Decision]:
+    return [decide(s, policies, now, run.previous.get(s.id)) for s in listing.sessions]
+
+
+async def _may_proceed(run: TargetRun, decisions: Sequence[Decision]) -> bool:
+    """False when the kill switch is on: no warnings, notifications or actions this sweep."""
+    if not any(d.verdict in (Verdict.WARN, Verdict.ACT) for d in decisions):
+        return True
+    reason = await pause_reason(run)
+    if reason is not None:
+        run.halt(reason)
+        return False
+    return True
 
 
 def _target_block(run: TargetRun, listing: Listing) -> str | None:
@@ -404,6 +430,16 @@ def _decision_rows(
                     )
                 )
                 run.count(Outcome.WOULD_ACT, decision.action)
+        elif decision.verdict is Verdict.WARN and run.dry_run:
+            if not (record and unchanged):
+                rows.append(
+                    run.event(
+                        AuditKind.WARN,
+                        f"would warn: {decision.reason}",
+                        decision=decision,
+                        outcome=Outcome.WOULD_ACT,
+                    )
+                )
         elif decision.verdict in (Verdict.SKIP, Verdict.WAIT) and record and not unchanged:
             kind = AuditKind.SKIP if decision.verdict is Verdict.SKIP else AuditKind.WAIT
             rows.append(run.event(kind, decision.reason, decision=decision))

@@ -25,11 +25,10 @@ from sqlalchemy.orm import Session, aliased
 
 from janitor.errors import LeaseLost
 from janitor.model import Action, AuditEvent, AuditKind, Outcome
-from janitor.store.db import Database
+from janitor.store.db import Database, advisory_xact_lock
 from janitor.store.tables import AuditRow, LeaseRow
 
 GENESIS = "0" * 64
-AUDIT_LOCK_KEY = 0x61756469745F6368  # "audit_ch"
 _UNHASHED = {"id", "hash"}
 HASHED_FIELDS = tuple(f.name for f in fields(AuditEvent) if f.name not in _UNHASHED)
 
@@ -154,7 +153,7 @@ class AuditLog:
 
     def _lock(self, tx: Session) -> None:
         if self.db.dialect == "postgresql":
-            tx.execute(select(func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
+            advisory_xact_lock(tx, "audit")
 
     def _check_fence(self, tx: Session, fence: Fence) -> None:
         """Raise LeaseLost unless ``fence`` is the current, unexpired lease.

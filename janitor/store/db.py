@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, literal, select
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,7 +27,22 @@ from janitor.errors import ConfigError, SchemaOutdated, StoreError
 
 log = logging.getLogger(__name__)
 
-MIGRATION_LOCK_KEY = 0x6A616E69746F72  # "janitor"
+#: PostgreSQL session settings: no statement or lock wait may hang a sweep forever.
+PG_TIMEOUTS = {
+    "statement_timeout": "60s",
+    "lock_timeout": "30s",
+    "idle_in_transaction_session_timeout": "5min",
+}
+
+
+def advisory_xact_lock(conn: Connection | Session, name: str) -> None:
+    """Take a transaction-level advisory lock named ``name`` within the current schema.
+
+    The key hashes the name with ``current_schema()``, so two installations in different
+    schemas of one database never wait on each other.
+    """
+    key = func.hashtextextended(literal(f"janitor.{name}:") + func.current_schema(), 0)
+    conn.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def normalize_url(raw: str) -> URL:
@@ -82,7 +97,7 @@ class Database:
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_begin_immediate)
             return engine
-        return create_engine(
+        engine = create_engine(
             self.url,
             echo=echo,
             pool_pre_ping=True,
@@ -90,6 +105,8 @@ class Database:
             max_overflow=5,
             connect_args={"connect_timeout": 5},
         )
+        event.listen(engine, "connect", _postgres_on_connect)
+        return engine
 
     @property
     def display_url(self) -> str:
@@ -140,7 +157,8 @@ class Database:
         try:
             with self.engine.begin() as conn:
                 if self.dialect == "postgresql":
-                    conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+                    conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                    advisory_xact_lock(conn, "migrations")
                 command.upgrade(alembic_config(conn), revision)
         except SQLAlchemyError as exc:
             raise StoreError(
@@ -159,6 +177,13 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _postgres_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    with dbapi_conn.cursor() as cursor:
+        for name, value in PG_TIMEOUTS.items():
+            cursor.execute(f"SET {name} = '{value}'")
+    dbapi_conn.commit()
 
 
 def _sqlite_begin_immediate(conn: Connection) -> None:

@@ -38,6 +38,8 @@ class ObservationStore:
         """Replace the target's memory with ``(session_id, name, history)`` entries.
 
         Sessions not listed any more are forgotten (call only after a complete listing).
+        Unchanged entries are not written, so ``last_seen`` is the last sweep that changed
+        janitor's memory of the session.
         With ``fence``, nothing is written unless that lease is still current: a replica
         that lost its lease (paused past its expiry) must not overwrite its successor's
         marks and streaks with its stale view.
@@ -59,6 +61,8 @@ class ObservationStore:
                 if row is None:
                     row = ObservationRow(target=target, session_id=session_id)
                     tx.add(row)
+                elif _history(row) == history and row.session_name == name[:255]:
+                    continue  # unchanged: no write (a steady fleet costs no UPDATEs)
                 _fill(row, name, history)
             gone = [sid for sid in existing if sid not in seen]
             if gone:

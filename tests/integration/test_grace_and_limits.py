@@ -258,3 +258,41 @@ def test_dry_run_over_the_limit_previews_without_alerting(world: World) -> None:
     (row,) = world.rows("blocked")
     assert row.dry_run
     assert world.alerts == []
+
+
+def test_pause_also_holds_warnings_and_notifications(world: World) -> None:
+    world.sim.add_session("a.ipynb", idle_for=timedelta(hours=3))
+    world.sim.add_session("b.ipynb", idle_for=timedelta(hours=3), kind="console")
+    world.apply(
+        _policy(grace="30m", match={"state": ["idle"], "idle_for": "2h", "kind": "notebook"}),
+        _policy(name="tell", action="notify", match={"kind": "console"}),
+    )
+    world.store.pause.set(True, reason="incident", actor="t", now=world.clock.now())
+
+    async def scenario(sweep: Callable[[], Awaitable[SweepReport]]) -> None:
+        report = await sweep()
+        assert report.targets[0].halted is not None
+        assert "paused" in report.targets[0].halted
+        world.store.pause.set(False, reason="", actor="t", now=world.clock.now())
+        await sweep()
+
+    world.run(scenario)
+    assert len(world.webhook.events("warning")) == 2, "sent only after resume"
+
+
+def test_global_dry_run_records_would_warn(
+    store: Store, sim: JupyterSim, clock: FrozenClock
+) -> None:
+    world = World(store, sim, clock, notify=WEBHOOK, dry_run=True)
+    world.sim.add_session("a.ipynb", idle_for=timedelta(hours=3))
+    world.apply(_policy(grace="30m"))
+
+    async def scenario(sweep: Callable[[], Awaitable[SweepReport]]) -> None:
+        await sweep()
+        await sweep()
+
+    world.run(scenario)
+    assert world.webhook.received == []
+    (row,) = world.rows("warn")
+    assert row.outcome == "would_act"
+    assert row.reason.startswith("would warn: ")
