@@ -268,8 +268,10 @@ def test_export_as_json_applies_back_unchanged(tmp_path: Path, config: Path) -> 
         ),
         (
             "policies:\n  - {name: a, match: {state: [asleep]}, action: delete}\n",
-            "policy a: match.state: expected a list of states from: idle, busy, pending, "
-            "stopping, dead, ended",
+            (
+                "policy a: match.state: expected a list of states from: idle, busy, pending, "
+                "stopping, dead, ended"
+            ),
         ),
         ("rules: []\n", ": rules: unknown key"),
     ],
