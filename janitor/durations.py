@@ -25,7 +25,10 @@ def parse_duration(text: str) -> timedelta:
             f"invalid duration {text!r}: use a number and a unit, e.g. 90s, 15m, 2h, 7d or 1h30m"
         )
     seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(cleaned))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"invalid duration {text!r}: too large") from None
 
 
 def format_duration(value: timedelta) -> str:
@@ -46,10 +49,16 @@ def format_duration(value: timedelta) -> str:
 def _coerce(value: object) -> object:
     if isinstance(value, str):
         return parse_duration(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, bool):  # YAML's yes/no/true: not a number of seconds
+        # ValueError, not TypeError: pydantic reports only ValueError as a validation error
+        raise ValueError(f"invalid duration {value!r}: use e.g. 90s, 15m, 2h or 7d")  # noqa: TRY004
+    if isinstance(value, int | float):
         if not value >= 0:  # also refuses NaN
             raise ValueError(f"invalid duration {value!r}: must not be negative")
-        return timedelta(seconds=value)
+        try:
+            return timedelta(seconds=value)
+        except OverflowError:  # inf, 1e20: pydantic would let OverflowError escape
+            raise ValueError(f"invalid duration {value!r}: too large") from None
     return value
 
 

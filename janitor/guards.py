@@ -54,8 +54,12 @@ class BlastRadius:
     target: str | None = None
 
     def blocks(self, decision: Decision) -> str | None:
-        """The reason ``decision`` must not be carried out, or None."""
-        if decision.verdict is not Verdict.ACT or decision.policy is None:
+        """The reason ``decision`` must not be carried out, or None.
+
+        A blocked policy (or target) does nothing at all: its warnings are held back too, so
+        no grace period starts for sessions of a policy that is over its limit.
+        """
+        if decision.verdict not in (Verdict.ACT, Verdict.WARN) or decision.policy is None:
             return None
         if decision.policy.name in self.policies:
             return self.policies[decision.policy.name]

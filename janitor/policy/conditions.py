@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol, cast
 
 from pydantic import TypeAdapter, ValidationError
@@ -180,7 +180,7 @@ class IdleFor:
         """Compare the idle time with the limit."""
         if session.last_activity is None:
             return Match(None, "last activity unknown")
-        idle = ctx.now - session.last_activity
+        idle = elapsed(ctx.now, session.last_activity)
         limit = format_duration(self.duration)
         if idle >= self.duration:
             return Match(True, f"idle {format_duration(idle)} ≥ {limit}")
@@ -201,7 +201,7 @@ class InStateFor:
         since = state_since(session, ctx)
         if since is None:
             return Match(None, f"time in state {session.state} unknown")
-        spent = ctx.now - since
+        spent = elapsed(ctx.now, since)
         limit = format_duration(self.duration)
         if spent >= self.duration:
             return Match(True, f"{session.state} for {format_duration(spent)} ≥ {limit}")
@@ -224,7 +224,7 @@ class AgeAtLeast:
             created, source = ctx.history.first_seen, "seen for"
         if created is None:
             return Match(None, "age unknown")
-        age = ctx.now - created
+        age = elapsed(ctx.now, created)
         limit = format_duration(self.duration)
         if age >= self.duration:
             return Match(True, f"{source} {format_duration(age)} ≥ {limit}")
@@ -320,6 +320,13 @@ class KindIn:
         if session.kind in self.kinds:
             return Match(True, f"kind {session.kind}")
         return Match(False, f"kind {session.kind} not in {sorted(self.kinds)}")
+
+
+def elapsed(now: datetime, since: datetime) -> timedelta:
+    """``now - since`` as real time. Python subtracts two datetimes that share a tzinfo as wall
+    clock times, so across a DST change two values in the same zone (say both in
+    America/Los_Angeles) would be an hour off; converting both to UTC first never is."""
+    return now.astimezone(UTC) - since.astimezone(UTC)
 
 
 def state_since(session: Session, ctx: EvalContext) -> datetime | None:

@@ -2,7 +2,8 @@
 
 Rules, in order:
 
-1. A session with anomalies (naive or future timestamps, malformed fields) is skipped.
+1. A session with anomalies (naive or future timestamps, malformed fields) is skipped, and so
+   is one whose record or memory still holds a naive timestamp (a provider bug): fail closed.
 2. A session in state ``unknown`` is skipped.
 3. Enabled policies that apply to the session's target run in (priority, name) order; the
    first whose ``match`` holds decides, whatever its mode. A session in a state other than
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from janitor.durations import format_duration
 from janitor.model import (
@@ -31,7 +32,7 @@ from janitor.model import (
     State,
     Verdict,
 )
-from janitor.policy.conditions import EvalContext, Match
+from janitor.policy.conditions import EvalContext, Match, elapsed
 from janitor.policy.spec import Policy
 
 
@@ -77,8 +78,9 @@ def decide(
     session: Session, policies: Sequence[Policy], now: datetime, history: History | None
 ) -> Decision:
     """Decide what to do with one session now. Pure: same inputs, same decision."""
-    if session.anomalies:
-        return _skip(session, "malformed", "record not trusted: " + "; ".join(session.anomalies))
+    untrusted = [*session.anomalies, *_naive(session, history)]
+    if untrusted:
+        return _skip(session, "malformed", "record not trusted: " + "; ".join(untrusted))
     if session.state is State.UNKNOWN:
         return _skip(
             session,
@@ -98,6 +100,31 @@ def decide(
         return _skip(session, "no_policy", "no enabled policy applies to this target")
     shown = "; ".join(misses[:3]) + ("; …" if len(misses) > 3 else "")
     return _skip(session, "no_match", f"no policy matched ({shown})")
+
+
+def _naive(session: Session, history: History | None) -> list[str]:
+    """Timestamps without a zone: they cannot be compared with ``now``, so nothing is trusted."""
+    values = {
+        "last_activity": session.last_activity,
+        "created_at": session.created_at,
+        "state_since": session.state_since,
+    }
+    if history is not None:
+        values["first_seen (memory)"] = history.first_seen
+        values["state_since (memory)"] = history.state_since
+        if history.mark is not None:
+            values["marked_at (memory)"] = history.mark.marked_at
+            values["warned_at (memory)"] = history.mark.warned_at
+    return [
+        f"{name} has no time zone: {value.isoformat()!r}"
+        for name, value in values.items()
+        if value is not None and value.utcoffset() is None
+    ]
+
+
+def _utc(value: datetime, seconds: bool = False) -> str:
+    """A timestamp for a reason: always in UTC, whatever offset it was written in."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def _decide_matched(session: Session, evaluation: Evaluation, ctx: EvalContext) -> Decision:
@@ -150,7 +177,7 @@ def _stage(
             return (
                 Verdict.WAIT,
                 "notified",
-                (f"{because}; notified at {mark.warned_at:%Y-%m-%d %H:%M} UTC"),
+                f"{because}; notified at {_utc(mark.warned_at)} UTC",
             )
         return Verdict.ACT, "act", because
     if policy.grace is None:
@@ -162,13 +189,14 @@ def _stage(
             "warn",
             (f"{because}; warning now, {policy.action} after a grace of {grace}"),
         )
-    due = mark.warned_at + policy.grace
-    if now < due:
-        return (
-            Verdict.WAIT,
-            "grace",
-            (f"{because}; warned, in grace until {due:%Y-%m-%d %H:%M:%S} UTC"),
-        )
+    # now - warned_at, not warned_at + grace: the sum can pass the end of the calendar
+    if elapsed(now, mark.warned_at) < policy.grace:
+        try:
+            due = mark.warned_at.astimezone(UTC) + policy.grace  # UTC: no wall-clock sums
+            until = f"until {_utc(due, seconds=True)} UTC"
+        except OverflowError:
+            until = f"for {grace} after the warning at {_utc(mark.warned_at)} UTC"
+        return Verdict.WAIT, "grace", f"{because}; warned, in grace {until}"
     return Verdict.ACT, "act", f"{because}; grace of {grace} passed since the warning"
 
 
@@ -180,10 +208,13 @@ def explain(
     session: Session, policies: Sequence[Policy], now: datetime, history: History | None
 ) -> tuple[Decision, list[Evaluation]]:
     """The decision plus every applicable policy's evaluation, for ``janitor explain``."""
+    decision = decide(session, policies, now, history)
+    if _naive(session, history):
+        return decision, []  # naive timestamps cannot be compared with now
     ctx = EvalContext(now=now, history=history)
     evaluations = [
         evaluate(policy, session, ctx)
         for policy in ordered(policies)
         if policy.applies_to(session.target)
     ]
-    return decide(session, policies, now, history), evaluations
+    return decision, evaluations

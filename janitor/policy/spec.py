@@ -27,6 +27,9 @@ from janitor.model import Action, PolicyRef, State
 from janitor.policy.conditions import Condition, ConditionError, StateIn, compile_condition
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+#: The longest grace: ten years keeps every ``warned_at + grace`` inside the calendar (a
+#: longer one overflowed in the sweep's "act after" time); anything longer is a typo.
+MAX_GRACE = timedelta(days=3650)
 
 
 class PolicySpec(BaseModel):
@@ -53,6 +56,8 @@ class PolicySpec(BaseModel):
     def _positive_grace(cls, value: timedelta | None) -> timedelta | None:
         if value is not None and value <= timedelta(0):
             raise ValueError("must be a positive duration; leave grace out to act without warning")
+        if value is not None and value > MAX_GRACE:
+            raise ValueError("must be at most 3650d")
         return value
 
     def canonical(self) -> dict[str, Any]:
