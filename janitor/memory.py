@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from janitor.model import Decision, History, Mark, Session, Verdict
+from janitor.model import Action, Decision, History, Mark, Session, Verdict
 
 
 def advance(
@@ -38,10 +38,14 @@ def advance(
 def _next_mark(previous: History | None, decision: Decision, now: datetime) -> Mark | None:
     assert decision.policy is not None
     old = previous.mark if previous else None
-    if old is not None and old.policy == decision.policy.name:
+    if (
+        old is not None
+        and decision.action is not None
+        and old.counts_for(decision.policy.name, decision.action)
+    ):
         return old
     if decision.verdict is Verdict.WARN:
-        return Mark(policy=decision.policy.name, marked_at=now)
+        return Mark(policy=decision.policy.name, marked_at=now, action=decision.action)
     return None
 
 
@@ -54,7 +58,8 @@ def warned(history: History, at: datetime) -> History:
 
 def notified(history: History, policy: str, at: datetime) -> History:
     """The memory once a ``notify`` action for ``policy`` was delivered at ``at``."""
-    return replace(history, mark=Mark(policy=policy, marked_at=at, warned_at=at))
+    mark = Mark(policy=policy, marked_at=at, warned_at=at, action=Action.NOTIFY)
+    return replace(history, mark=mark)
 
 
 def unmarked(previous: History | None, current: History) -> bool:

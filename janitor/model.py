@@ -131,11 +131,21 @@ class Listing:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Mark:
-    """A session a grace policy has marked: warned at ``warned_at`` (None: not yet delivered)."""
+    """A session a grace policy has marked: warned at ``warned_at`` (None: not yet delivered).
+
+    ``action`` is what the warning announced: a warning about a notification is no warning
+    about a deletion, so a mark counts only for a policy with the same action (None: a mark
+    written before janitor recorded the action).
+    """
 
     policy: str
     marked_at: datetime
     warned_at: datetime | None = None
+    action: Action | None = None
+
+    def counts_for(self, policy: str, action: Action) -> bool:
+        """True when this mark is a warning for ``policy`` doing ``action``."""
+        return self.policy == policy and self.action in (None, action)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

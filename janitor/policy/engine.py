@@ -140,7 +140,11 @@ def _decide_matched(session: Session, evaluation: Evaluation, ctx: EvalContext) 
         )
     history = ctx.history
     previous = history.streak if history and history.streak_policy == policy.name else 0
-    mark = history.mark if history and history.mark and history.mark.policy == policy.name else None
+    mark = (
+        history.mark
+        if history and history.mark and history.mark.counts_for(policy.name, policy.action)
+        else None
+    )
     verdict, code, text = _stage(
         policy, " and ".join(evaluation.reasons), previous + 1, mark, ctx.now
     )

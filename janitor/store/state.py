@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from janitor.model import AuditEvent, AuditKind, History, Mark, State
+from janitor.model import Action, AuditEvent, AuditKind, History, Mark, State
 from janitor.store.audit import AuditLog, Fence, check_fence
 from janitor.store.db import Database
 from janitor.store.tables import LeaseRow, ObservationRow, PauseRow, SweepRow
@@ -76,7 +76,12 @@ class ObservationStore:
 def _history(row: ObservationRow) -> History:
     mark = None
     if row.mark_policy and row.marked_at:
-        mark = Mark(policy=row.mark_policy, marked_at=row.marked_at, warned_at=row.warned_at)
+        mark = Mark(
+            policy=row.mark_policy,
+            marked_at=row.marked_at,
+            warned_at=row.warned_at,
+            action=Action(row.mark_action) if row.mark_action else None,
+        )
     return History(
         first_seen=row.first_seen,
         state=State(row.state),
@@ -97,6 +102,7 @@ def _fill(row: ObservationRow, name: str, history: History) -> None:
     row.streak_policy = history.streak_policy
     row.streak = history.streak
     row.mark_policy = history.mark.policy if history.mark else None
+    row.mark_action = str(history.mark.action) if history.mark and history.mark.action else None
     row.marked_at = history.mark.marked_at if history.mark else None
     row.warned_at = history.mark.warned_at if history.mark else None
     row.last_key = history.last_key[:255] if history.last_key else None

@@ -161,6 +161,7 @@ class ObservationRow(Base):
     streak_policy: Mapped[str | None] = mapped_column(String(63))
     streak: Mapped[int] = mapped_column(Integer, default=0)
     mark_policy: Mapped[str | None] = mapped_column(String(63))
+    mark_action: Mapped[str | None] = mapped_column(String(16))
     marked_at: Mapped[datetime | None]
     warned_at: Mapped[datetime | None]
     last_key: Mapped[str | None] = mapped_column(String(255))

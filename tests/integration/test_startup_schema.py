@@ -50,7 +50,7 @@ def test_postgres_without_auto_upgrade_refuses_to_start(tmp_path: Path, postgres
     proc = _run(_config(tmp_path, postgres_url))
     output = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 1
-    assert "refusing to start: database schema is at nothing, janitor needs 0001" in output
+    assert "refusing to start: database schema is at nothing, janitor needs 0002" in output
     database = Database(postgres_url)
     assert database.current_revision() is None, "nothing was changed"
     database.dispose()

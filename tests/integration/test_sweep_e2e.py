@@ -62,7 +62,7 @@ def test_apply_sweep_dry_run_then_enforce_then_verify(
     policies = tmp_path / "policies.yaml"
     result = invoke("-c", str(config), "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "upgraded empty -> 0001" in result.stdout
+    assert "upgraded empty -> 0002" in result.stdout
 
     # dry-run policies: would_act rows, no DELETE reaches the server
     policies.write_text(POLICIES.format(mode="dry-run"))

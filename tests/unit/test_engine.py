@@ -188,3 +188,16 @@ def test_explain_lists_every_applicable_policy() -> None:
     assert [e.matched for e in evaluations] == [False, True]
     assert decision.policy is not None
     assert decision.policy.name == "b"
+
+
+def test_a_warning_counts_only_for_the_action_it_announced() -> None:
+    delete_after_grace = policy(grace="30m")
+    notice = mark(warned_ago=timedelta(days=1))
+    from dataclasses import replace
+
+    from janitor.model import Action as A
+
+    announced_notify = history(mark=replace(notice, action=A.NOTIFY))
+    assert decide(session(), [delete_after_grace], NOW, announced_notify).verdict is Verdict.WARN
+    announced_delete = history(mark=replace(notice, action=A.DELETE))
+    assert decide(session(), [delete_after_grace], NOW, announced_delete).verdict is Verdict.ACT

@@ -16,7 +16,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from janitor import memory
-from janitor.model import Decision, History, Mark, Session, State, Verdict
+from janitor.model import Action, Decision, History, Mark, Session, State, Verdict
 from janitor.policy.engine import decide
 from janitor.policy.spec import Policy
 from tests.strategies import (
@@ -88,10 +88,16 @@ def check_marks_live_only_while_their_policy_matches(sw: Sweep, after: History) 
         assert memory.unmarked(sw.previous, after) == (old is not None)
         return
     assert decision.policy is not None
-    if old is not None and old.policy == decision.policy.name:
+    if (
+        old is not None
+        and decision.action is not None
+        and old.counts_for(decision.policy.name, decision.action)
+    ):
         assert after.mark == old  # the grace keeps running from the first delivered warning
     elif decision.verdict is Verdict.WARN:
-        assert after.mark == Mark(policy=decision.policy.name, marked_at=sw.now)
+        assert after.mark == Mark(
+            policy=decision.policy.name, marked_at=sw.now, action=decision.action
+        )
     else:
         assert after.mark is None
     if after.mark is not None:
@@ -119,7 +125,9 @@ def check_warned_sets_warned_at_once(
 
 def check_notified_marks_the_policy_as_warned(after: History, at: datetime) -> None:
     notified = memory.notified(after, "notifier", at)
-    assert notified.mark == Mark(policy="notifier", marked_at=at, warned_at=at)
+    assert notified.mark == Mark(
+        policy="notifier", marked_at=at, warned_at=at, action=Action.NOTIFY
+    )
 
 
 @given(sweeps(), INSTANTS, INSTANTS)
