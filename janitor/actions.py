@@ -63,6 +63,9 @@ from janitor.store.state import LeaseInfo
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: A re-check slower than this (seconds) is followed by another look at the kill switch.
+SLOW_RECHECK = 0.5
+
 
 class LeaseKeeper:
     """Holds a target's lease: renews it when a third of its TTL has passed."""
@@ -208,7 +211,13 @@ async def execute(run: TargetRun, decision: Decision) -> None:
     if pause:
         await _close(run, intent, decision, Outcome.BLOCKED, pause)
         return
+    started = time.monotonic()
     fresh, problem = await _recheck(run, decision)
+    if problem is None and time.monotonic() - started > SLOW_RECHECK:
+        # A slow re-check (retries, a sluggish provider) would stretch the kill switch's
+        # latency past a second: look again. Its round trip is small next to the GET's.
+        pause = await pause_reason(run)
+        problem = (Outcome.BLOCKED, pause) if pause else None
     if problem is not None:
         await _close(run, intent, decision, problem[0], problem[1])
         return

@@ -11,7 +11,9 @@ later than one pre-call check"). janitor checks the kill switch before each inte
 right before the re-check GET (``janitor.actions.execute``), so:
 
 * a pause landing on a DELETE, or before the actions: no DELETE after it;
-* a pause landing on a re-check GET: only the DELETE of that very action may follow;
+* a pause landing on a re-check GET: only the DELETE of that very action may follow, and
+  not even that one when the GET took longer than ``SLOW_RECHECK`` (0.5 s), after which the
+  switch is read once more;
 * with several actions in flight: at most one DELETE per action in flight.
 
 Every intent written gets an outcome (``executed`` or ``blocked``: none is left dangling), no
@@ -219,3 +221,41 @@ def _check_trail(store: Store, sim: JupyterSim, result: Result, in_flight: int =
     assert len(sim.deletes) == SESSIONS
     assert store.audit.pending_intents("nb") == []
     assert store.audit.verify().ok
+
+
+def test_a_pause_during_a_slow_recheck_stops_that_delete(
+    store: Store, sim: JupyterSim, clock: FrozenClock
+) -> None:
+    """A re-check slower than SLOW_RECHECK is followed by another look at the kill switch."""
+    session = sim.add_session("a.ipynb", idle_for=timedelta(hours=3))
+    transport = SimTransport(sim)
+
+    def pause_now() -> None:
+        store.pause.set(True, reason="during the GET", actor="t", now=clock.now())
+
+    transport.add(Fault(when=on("GET", "/api/sessions/"), delay=0.6, before=pause_now))
+    store.policies.apply(
+        [
+            PolicySpec.model_validate(
+                {
+                    "name": "idle",
+                    "action": "delete",
+                    "mode": "enforce",
+                    "match": {"state": ["idle"], "idle_for": "2h"},
+                }
+            )
+        ],
+        actor="t",
+        now=clock.now(),
+    )
+
+    async def main() -> SweepReport:
+        rt = build_runtime(make_config(str(store.db.url)), store, {"nb": transport}, clock)
+        return await run_sweep(rt)
+
+    asyncio.run(main())
+    assert not any(method == "DELETE" for method, _ in transport.log)
+    assert session.id in sim.sessions
+    (outcome,) = store.audit.events(kinds=[AuditKind.OUTCOME])
+    assert outcome.outcome == Outcome.BLOCKED
+    assert "during the GET" in outcome.reason
