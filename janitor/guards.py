@@ -133,3 +133,29 @@ def population_block(
         f"(a drop of more than {max_drop_percent:g}%); a partial listing is suspected, "
         "no action on this target this sweep"
     )
+
+
+def shared_parents(decisions: Sequence[Decision], acting: set[str]) -> dict[str, str]:
+    """Sessions whose action would also end a parent another, kept session depends on.
+
+    In Jupyter a notebook and its console may share one kernel (``parent_id``): deleting
+    either ends the kernel for both. A session in ``acting`` (ids about to be acted on) is
+    held back when a session sharing its parent is not in ``acting``; returns id -> reason.
+    """
+    groups: dict[str, list[Decision]] = {}
+    for decision in decisions:
+        parent = decision.session.parent_id
+        if parent:
+            groups.setdefault(parent, []).append(decision)
+    held: dict[str, str] = {}
+    for parent, group in groups.items():
+        kept = [d.session.name for d in group if d.session.id not in acting]
+        if not kept or len(group) < 2:
+            continue
+        for decision in group:
+            if decision.session.id in acting:
+                held[decision.session.id] = (
+                    f"shares its kernel {parent[:8]} with {', '.join(sorted(kept))}, which is "
+                    f"not being acted on; {decision.action} would end it for them too"
+                )
+    return held

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from janitor import guards, memory, metrics
@@ -344,7 +344,6 @@ async def _process(run: TargetRun, listing: Listing, report: TargetReport, *, re
     # decide() is pure but costs ~20 µs per session and policy: off the loop, so a large
     # fleet never stalls the heartbeat (/healthz) or the watchdog.
     decisions = await asyncio.to_thread(_decide_all, run, listing, policies, now)
-    report.verdicts = Counter(str(d.verdict) for d in decisions)
     block = _target_block(run, listing)
     blast = guards.blast_radius(
         decisions,
@@ -354,6 +353,8 @@ async def _process(run: TargetRun, listing: Listing, report: TargetReport, *, re
         ),
         population=len(listing.sessions),
     )
+    decisions = _hold_shared_parents(run, decisions, blast)
+    report.verdicts = Counter(str(d.verdict) for d in decisions)
     rows = _decision_rows(run, decisions, record=record)
     rows += _invalid_rows(run, listing, now, record=record)
     rows += await _blocked_rows(run, decisions, blast, block, report)
@@ -378,6 +379,33 @@ async def _process(run: TargetRun, listing: Listing, report: TargetReport, *, re
         report.error = run.halted or "the database failed during the sweep"
     if record:
         await _save_memory(run, listing)
+
+
+def _hold_shared_parents(
+    run: TargetRun, decisions: list[Decision], blast: guards.BlastRadius
+) -> list[Decision]:
+    """Acts that would also end a kept session's kernel wait instead (guards.shared_parents)."""
+    acting = {
+        d.session.id
+        for d in decisions
+        if d.verdict is Verdict.ACT
+        and not (d.dry_run or run.dry_run)
+        and d.action is not None
+        and d.action.destructive
+        and blast.blocks(d) is None
+    }
+    held = guards.shared_parents(decisions, acting)
+    return [
+        replace(
+            d,
+            verdict=Verdict.WAIT,
+            code="shared_parent",
+            reason=f"held back: {held[d.session.id]} ({d.reason})",
+        )
+        if d.session.id in held
+        else d
+        for d in decisions
+    ]
 
 
 def _decide_all(

@@ -143,9 +143,10 @@ class JupyterSim:
         idle_for: timedelta = timedelta(0),
         connections: int = 0,
         kind: str = "notebook",
+        kernel: Kernel | None = None,
     ) -> NotebookSession:
-        """Open a notebook (or console) with a new kernel."""
-        kernel = self.add_kernel(state=state, idle_for=idle_for, connections=connections)
+        """Open a notebook (or console) with a new kernel, or on ``kernel`` (shared)."""
+        kernel = kernel or self.add_kernel(state=state, idle_for=idle_for, connections=connections)
         session = NotebookSession(
             id=str(uuid.uuid4()),
             path=path,
@@ -228,6 +229,10 @@ class JupyterSim:
             if session is None:
                 return Response(404, {"message": f"Session not found: session_id='{id}'"})
             self.kernels.pop(session.kernel_id, None)
+            # Like jupyter_server: another session on that kernel is gone with it (its row
+            # is dropped lazily there; listing and GET no longer show it).
+            for other in [s for s in self.sessions.values() if s.kernel_id == session.kernel_id]:
+                del self.sessions[other.id]
             return Response(204)
 
     def _slow_delete(self) -> None:

@@ -296,3 +296,40 @@ def test_global_dry_run_records_would_warn(
     (row,) = world.rows("warn")
     assert row.outcome == "would_act"
     assert row.reason.startswith("would warn: ")
+
+
+def test_a_kernel_shared_with_a_kept_session_is_not_ended(world: World) -> None:
+    notebook = world.sim.add_session("keep-notes.ipynb", idle_for=timedelta(hours=3))
+    kernel = world.sim.kernels[notebook.kernel_id]
+    console = world.sim.add_session("console-1", kind="console", kernel=kernel)
+    lone = world.sim.add_session("lone.ipynb", idle_for=timedelta(hours=3))
+    world.apply(_policy(exempt={"name": ["keep-*"]}))
+
+    async def scenario(sweep: Callable[[], Awaitable[SweepReport]]) -> None:
+        await sweep()
+        await sweep()
+
+    world.run(scenario)
+    assert dict(world.sim.deletes) == {lone.id: 1}
+    assert {notebook.id, console.id} <= set(world.sim.sessions)
+    (held,) = [e for e in world.rows("wait") if e.session_id == console.id]
+    assert "shares its kernel" in held.reason
+    assert "keep-notes.ipynb" in held.reason
+
+
+def test_sessions_sharing_a_kernel_go_together(world: World) -> None:
+    notebook = world.sim.add_session("notes.ipynb", idle_for=timedelta(hours=3))
+    console = world.sim.add_session(
+        "console-1", kind="console", kernel=world.sim.kernels[notebook.kernel_id]
+    )
+    world.apply(_policy())
+
+    async def scenario(sweep: Callable[[], Awaitable[SweepReport]]) -> None:
+        await sweep()
+
+    world.run(scenario)
+    assert world.sim.sessions == {}
+    assert world.sim.kernels == {}
+    outcomes = {e.session_id: e.outcome for e in world.rows("outcome")}
+    assert outcomes[notebook.id] in ("executed", "already_absent")
+    assert outcomes[console.id] in ("executed", "already_absent", "skipped_changed")
