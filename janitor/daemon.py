@@ -33,10 +33,12 @@ from janitor.observability.health import Health, HealthServer
 from janitor.observability.sdnotify import notify, watchdog_interval
 from janitor.runtime import Runtime, db
 from janitor.settings import Config
+from janitor.store.audit import Checkpoint
 from janitor.sweep import SweepReport, run_sweep
 
 log = logging.getLogger(__name__)
 DB_CHECK_PERIOD = 5.0
+FULL_VERIFY_PERIOD = 3600.0  # seconds between walks of the whole audit chain
 
 
 class Daemon:
@@ -56,6 +58,8 @@ class Daemon:
         self.ready_sent = False
         self.schema_outdated = False
         self.last_report: SweepReport | None = None
+        self.chain: Checkpoint | None = None  # how far the audit chain is verified
+        self.chain_full_at = -FULL_VERIFY_PERIOD  # when it was last verified from the start
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the exit code."""
@@ -167,6 +171,7 @@ class Daemon:
             self.health.sweep_started = None
             self.sweep_task = None
         self._after_sweep(report, time.monotonic() - started)
+        await self.verify_chain()
 
     async def _timed_out(self, timeout: float) -> None:
         message = f"sweep cancelled after its timeout of {timeout:.0f}s"
@@ -198,6 +203,31 @@ class Daemon:
         if held:
             sentry.checkin(not any(t.failed for t in held), seconds)
         notify(f"STATUS={status_line(report)}")
+
+    async def verify_chain(self, *, full: bool = False) -> bool:
+        """Verify the audit rows written since the last check; alert when the chain broke.
+
+        The first call, and one an hour (or with ``full``), walks the whole chain in a
+        worker thread; the others only the new rows, plus a check that the last verified
+        row is still there unchanged.
+        """
+        full = full or time.monotonic() - self.chain_full_at > FULL_VERIFY_PERIOD
+        try:
+            result = await db(self.rt.store.audit.verify, since=None if full else self.chain)
+            if full:
+                self.chain_full_at = time.monotonic()
+        except StoreError as exc:
+            log.warning("audit chain not verified now: %s", exc)
+            return True
+        if result.ok:
+            self.chain = result.checkpoint or self.chain
+            self.rt.alerter.clear("chain_broken")
+            return True
+        problems = "; ".join(result.problems[:3])
+        await self.rt.alerter.raise_(
+            "chain_broken", "chain_broken", f"the audit hash chain is broken: {problems}"
+        )
+        return False
 
     async def _heartbeat(self) -> None:
         while True:
