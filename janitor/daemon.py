@@ -145,7 +145,8 @@ class Daemon:
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning("previous sweep still running; this run is skipped")
+            # APScheduler logs its own warning; ours would repeat it every tick.
+            log.debug("previous sweep still running; this run is skipped")
         elif event.exception is not None and not isinstance(
             event.exception, asyncio.CancelledError
         ):
@@ -331,6 +332,11 @@ def run_daemon(config: Config, **runtime_kw: Any) -> int:
 
     async def main() -> int:
         rt = Runtime.build(config, sentry=sentry.capture_alert, **runtime_kw)
-        return await Daemon(rt).run()
+        try:
+            daemon = Daemon(rt)
+        except BaseException:
+            await rt.aclose()  # e.g. the listen port is taken: close what was opened
+            raise
+        return await daemon.run()
 
     return asyncio.run(main())
