@@ -341,57 +341,32 @@ async def _call(run: TargetRun, intent: AuditEvent, decision: Decision, fresh: S
     assert decision.action is not None
     try:
         receipt = await _bounded(run, run.provider.act(decision.action, fresh))
-    except OutcomeUnknown as exc:
-        await _close(
-            run,
-            intent,
-            decision,
-            Outcome.UNKNOWN,
-            f"result not known: {exc}",
-            status=exc.status,
-            error=str(exc),
-        )
-        return
-    except ActionRejected as exc:
-        await _close(
-            run,
-            intent,
-            decision,
-            Outcome.FAILED,
-            f"the provider refused: {exc}",
-            status=exc.status,
-            error=str(exc),
-        )
-        return
     except ProviderError as exc:
         if isinstance(exc, CircuitOpen):
             await _breaker_open(run, exc)
+        outcome, prefix = _error_outcome(exc)
         await _close(
-            run,
-            intent,
-            decision,
-            Outcome.FAILED,
-            f"not done: {exc}",
-            status=exc.status,
-            error=str(exc),
+            run, intent, decision, outcome, f"{prefix}: {exc}", status=exc.status, error=str(exc)
         )
         return
     except asyncio.CancelledError:
-        await asyncio.shield(
-            _close(
-                run,
-                intent,
-                decision,
-                Outcome.UNKNOWN,
-                "the call was cut off (sweep timeout or shutdown)",
-            )
-        )
+        cut = "the call was cut off (sweep timeout or shutdown)"
+        await asyncio.shield(_close(run, intent, decision, Outcome.UNKNOWN, cut))
         raise
     crash_point(run.rt, "after_call")
     outcome, reason = _receipt_outcome(receipt, decision)
     await _close(
         run, intent, decision, outcome, reason, status=receipt.status, request_id=receipt.request_id
     )
+
+
+def _error_outcome(exc: ProviderError) -> tuple[Outcome, str]:
+    """The outcome of a failed call: unknown if it may have happened, else failed."""
+    if isinstance(exc, OutcomeUnknown):
+        return Outcome.UNKNOWN, "result not known"
+    if isinstance(exc, ActionRejected):
+        return Outcome.FAILED, "the provider refused"
+    return Outcome.FAILED, "not done"
 
 
 async def _breaker_open(run: TargetRun, exc: CircuitOpen) -> None:

@@ -325,28 +325,22 @@ class TargetHttp:
 
     async def read(self, method: str, url: str, **kw: Any) -> httpx.Response:
         """A request without side effects; retried on 429, 5xx, timeouts, connection errors."""
-        async for attempt in stamina.retry_context(
-            on=_retry_read,
-            attempts=self._read_attempts,
-            timeout=self._retry_timeout,
-            wait_initial=0.5,
-            wait_max=10.0,
-        ):
-            with attempt:
-                return await self._send(method, url, write=False, **kw)
-        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+        return await self._retried(method, url, write=False, **kw)
 
     async def write(self, method: str, url: str, **kw: Any) -> httpx.Response:
         """A destructive request; retried only when it surely was not processed."""
+        return await self._retried(method, url, write=True, **kw)
+
+    async def _retried(self, method: str, url: str, *, write: bool, **kw: Any) -> httpx.Response:
         async for attempt in stamina.retry_context(
-            on=_retry_write,
-            attempts=self._write_attempts,
+            on=_retry_write if write else _retry_read,
+            attempts=self._write_attempts if write else self._read_attempts,
             timeout=self._retry_timeout,
             wait_initial=0.5,
             wait_max=10.0,
         ):
             with attempt:
-                return await self._send(method, url, write=True, **kw)
+                return await self._send(method, url, write=write, **kw)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     async def _send(self, method: str, url: str, *, write: bool, **kw: Any) -> httpx.Response:

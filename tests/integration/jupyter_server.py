@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,8 @@ from typing import Any
 
 import httpx
 import websocket
+
+from tests.fakes.daemon import free_port
 
 NO_TRACK = {"no_track_activity": "1"}
 START_TIMEOUT = 60.0  # hang guard for the server to answer /api/status
@@ -55,14 +56,6 @@ if os.getppid() != int(os.environ["JANITOR_TEST_PARENT_PID"]):
     sys.exit("the test process is gone")
 os.execv(sys.executable, [sys.executable, "-m", "jupyter_server", *sys.argv[1:]])
 """
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def python_kernelspec() -> dict[str, Any]:

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from typing import Any, Self, TypeVar
 from janitor.model import AuditEvent, AuditKind, Outcome
 from janitor.sim.jupyter import JupyterSim, SimServer
 from janitor.store import Store
+from tests.fakes.daemon import free_port
 
 T = TypeVar("T")
 
@@ -47,14 +47,6 @@ _SCRUBBED = (
     "LISTEN_FDS",
     "LISTEN_PID",
 )
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from janitor.sim.jupyter import JupyterSim, SimServer
 from tests.conftest import invoke, jupyter_toml
+from tests.fakes.daemon import free_port
 
 POLICY = """
 policies:
@@ -29,12 +29,6 @@ policies:
     action: delete
     mode: enforce
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -52,7 +46,7 @@ def _prepare(tmp_path: Path, server: SimServer) -> Path:
             f"sqlite:///{tmp_path / 'j.db'}",
             server.url + "/",
             sweep_interval='"1h"',
-            listen=f'"127.0.0.1:{_free_port()}"',
+            listen=f'"127.0.0.1:{free_port()}"',
             log_format='"json"',
         )
     )

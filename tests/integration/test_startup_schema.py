@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +12,7 @@ import pytest
 
 from janitor.store import Database
 from tests.conftest import jupyter_toml
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.fakes.daemon import free_port
 
 
 def _run(config: Path) -> subprocess.Popen[bytes]:
@@ -38,7 +32,7 @@ def _config(tmp_path: Path, db_url: str, **extra: str) -> Path:
             db_url,
             "http://127.0.0.1:9/",
             sweep_interval='"1h"',
-            listen=f'"127.0.0.1:{_free_port()}"',
+            listen=f'"127.0.0.1:{free_port()}"',
             **extra,
         )
     )
