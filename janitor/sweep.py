@@ -366,8 +366,6 @@ async def _process(run: TargetRun, listing: Listing, report: TargetReport, *, re
             )
         rows += _unmark_rows(run, decisions)
     await _append(run, rows)
-    if record:
-        await _save_memory(run, listing)
     if block is None and not run.dry_run and await _may_proceed(run, decisions):
         acting = [d for d in decisions if blast.blocks(d) is None]
         if record:
@@ -378,6 +376,8 @@ async def _process(run: TargetRun, listing: Listing, report: TargetReport, *, re
     if report.store_failed and report.error is None:  # the sweep failed: say why (exit 1)
         report.error = run.halted or "the database failed during the sweep"
     if record:
+        # Saved once, after acting: a sweep cut short loses only this sweep's update of the
+        # memory (a streak one shorter, a warning sent again), never a safety property.
         await _save_memory(run, listing)
 
 

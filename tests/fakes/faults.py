@@ -19,7 +19,6 @@ sweeps in a row, alerts captured through the Sentry channel.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import tempfile
@@ -148,7 +147,7 @@ class FaultTransport(SimTransport):
         for fn in self.before.pop(record.n, []):
             fn()
         try:
-            response = await self._respond(request, method, path)
+            response = await self._respond(request)
         except httpx.HTTPError as exc:
             record.answered, record.result = time.monotonic(), type(exc).__name__
             raise
@@ -159,25 +158,10 @@ class FaultTransport(SimTransport):
         record.answered, record.result = time.monotonic(), str(response.status_code)
         return response
 
-    async def _respond(self, request: httpx.Request, method: str, path: str) -> httpx.Response:
-        fault = self._match(method, path)
-        if fault is not None:
-            if fault.delay:
-                await asyncio.sleep(fault.delay)
-            if fault.before is not None:
-                fault.before()
-            if fault.error is not None:
-                if fault.after:
-                    self._answer(request)
-                raise fault.error("injected", request=request)
-            if fault.status is not None:
-                if fault.after:
-                    self._answer(request)
-                content = fault.raw if fault.raw is not None else json.dumps(fault.body).encode()
-                return httpx.Response(
-                    fault.status, content=content, headers=fault.headers, request=request
-                )
+    def _served(self, request: httpx.Request) -> httpx.Response:
+        """The simulator's answer, rewritten by the first matching mutation."""
         response = self._answer(request)
+        method, path = request.method, request.url.path
         for mutation in self.mutations:
             if mutation.hits < mutation.times and mutation.when(method, path):
                 mutation.hits += 1

@@ -33,7 +33,7 @@ class Fault:
     error: type[httpx.HTTPError] | None = None
     delay: float = 0.0
     before: Callable[[], None] | None = None  # runs first, then the simulator answers
-    after: bool = False  # with ``error``: the simulator processes the request, then it fails
+    after: bool = False  # the simulator processes the request, then the fault answers
     times: int = 1
     hits: int = 0
 
@@ -58,23 +58,29 @@ class SimTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Apply the first matching fault, else answer from the simulator."""
-        method, path = request.method, request.url.path
-        self.log.append((method, path))
-        fault = self._match(method, path)
+        self.log.append((request.method, request.url.path))
+        return await self._respond(request)
+
+    async def _respond(self, request: httpx.Request) -> httpx.Response:
+        fault = self._match(request.method, request.url.path)
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             if fault.before is not None:
                 fault.before()
+            if fault.after:
+                self._answer(request)  # the simulator carries the request out first
             if fault.error is not None:
-                if fault.after:
-                    self._answer(request)
                 raise fault.error("injected", request=request)
             if fault.status is not None:
                 content = fault.raw if fault.raw is not None else json.dumps(fault.body).encode()
                 return httpx.Response(
                     fault.status, content=content, headers=fault.headers, request=request
                 )
+        return self._served(request)
+
+    def _served(self, request: httpx.Request) -> httpx.Response:
+        """The simulator's answer when no fault replaced it (subclasses may rewrite it)."""
         return self._answer(request)
 
     def _match(self, method: str, path: str) -> Fault | None:

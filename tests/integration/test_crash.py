@@ -46,7 +46,6 @@ from tests.integration.procs import (
     janitor_toml,
     prepare_database,
     served_sim,
-    stop_servers,
     wait_until,
 )
 
@@ -54,21 +53,6 @@ TARGET = "notebooks"
 LEASE = f"target:{TARGET}"
 CRASH_POINTS = ("after_intent", "after_call")
 REPEAT = 50 if FULL else 1
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    """Janitor processes, all killed at the end of the test."""
-    with Procs(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-def serve() -> Iterator[list[SimServer]]:
-    """Serve simulators over loopback; every server is stopped afterwards."""
-    servers: list[SimServer] = []
-    yield servers
-    stop_servers(servers)
 
 
 @pytest.fixture

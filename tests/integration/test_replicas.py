@@ -56,28 +56,12 @@ from tests.integration.procs import (
     janitor_toml,
     prepare_database,
     served_sim,
-    stop_servers,
     wait_until,
 )
 
 SESSIONS = 1000
 REPEAT = 100 if FULL else 1
 LEASE_TTL = "3s"
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    """Janitor processes, all killed at the end of the test."""
-    with Procs(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-def serve() -> Iterator[list[SimServer]]:
-    """Serve simulators over loopback; every server is stopped afterwards."""
-    servers: list[SimServer] = []
-    yield servers
-    stop_servers(servers)
 
 
 def _replicas(
