@@ -3,20 +3,25 @@
 * blast radius: per policy (``max_actions_per_sweep``, ``max_actions_percent``) and per target
   (the same pair in the target's config; only destructive, enforced actions count there).
   Over a limit, nothing is acted on for that policy or target: abort, never truncate.
+  An action that cascades counts once per record it reaches (the parent and every
+  descendant).
 * target-wide blocks: clock skew beyond the tolerance, and a listing that shrank suspiciously
-  compared with the population janitor remembers.
+  compared with the population janitor remembers (only for providers whose population is
+  stable).
+* parents: a Jupyter kernel shared with a kept session (``shared``), and an ESS parent whose
+  cancel would reach a protected child (``cascade``).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from janitor.durations import format_duration
-from janitor.model import Decision, Verdict
+from janitor.model import Decision, Session, Verdict
 from janitor.policy.spec import Policy
 
 
@@ -77,10 +82,19 @@ def blast_radius(
     policies: Mapping[str, Policy],
     target_limits: Limits,
     population: int,
+    weights: Mapping[str, int] | None = None,
 ) -> BlastRadius:
-    """Apply the per-policy limits, then the per-target limit to what remains."""
+    """Apply the per-policy limits, then the per-target limit to what remains.
+
+    ``weights`` (session id → records reached) counts a cascading action once per record it
+    reaches; a session not in it counts once.
+    """
+    weight = weights or {}
     acting = [d for d in decisions if d.verdict is Verdict.ACT and d.policy is not None]
-    per_policy = Counter(d.policy.name for d in acting if d.policy)
+    per_policy: Counter[str] = Counter()
+    for d in acting:
+        if d.policy:
+            per_policy[d.policy.name] += weight.get(d.session.id, 1)
     blocked: dict[str, str] = {}
     for name, count in sorted(per_policy.items()):
         policy = policies.get(name)
@@ -94,7 +108,7 @@ def blast_radius(
                 f"of {limits.describe()} (at most {allowed}); nothing is done for this policy"
             )
     enforced = sum(
-        1
+        weight.get(d.session.id, 1)
         for d in acting
         if d.policy and d.policy.name not in blocked and not d.dry_run and _destructive(d)
     )
@@ -159,3 +173,55 @@ def shared_parents(decisions: Sequence[Decision], acting: set[str]) -> dict[str,
                     f"not being acted on; {decision.action} would end it for them too"
                 )
     return held
+
+
+def descendants(sessions: Iterable[Session]) -> dict[str, list[Session]]:
+    """Every session's descendants through ``parent_id``, transitively (cycles are cut)."""
+    children: dict[str, list[Session]] = {}
+    for session in sessions:
+        if session.parent_id:
+            children.setdefault(session.parent_id, []).append(session)
+    found: dict[str, list[Session]] = {}
+    for parent, direct in children.items():
+        seen: set[str] = {parent}
+        queue, result = list(direct), []
+        while queue:
+            child = queue.pop()
+            if child.id in seen:
+                continue
+            seen.add(child.id)
+            result.append(child)
+            queue.extend(children.get(child.id, []))
+        found[parent] = result
+    return found
+
+
+def ancestors(session: Session, by_id: Mapping[str, Session]) -> list[str]:
+    """The ids above ``session`` through ``parent_id`` (listed or not), nearest first."""
+    chain: list[str] = []
+    parent = session.parent_id
+    while parent and parent not in chain and parent != session.id:
+        chain.append(parent)
+        above = by_id.get(parent)
+        parent = above.parent_id if above is not None else None
+    return chain
+
+
+def protected_child(
+    child: Session, own: Decision | None, policy_exempt: str | None, *, unknown: bool
+) -> str | None:
+    """Why a cascade must not reach ``child``, or None (DESIGN 6 "Parents").
+
+    A child is protected when it is exempt by its own decision or by the acting policy's
+    ``exempt`` block, or when its exemption cannot be told (``unknown``: an untrusted record,
+    an unknown state).
+    """
+    if unknown:
+        return (
+            f"{child.name} ({child.id}): its record cannot be trusted, so its exemption is unknown"
+        )
+    if own is not None and own.code == "exempt":
+        return f"{child.name} ({child.id}): {own.reason}"
+    if policy_exempt is not None:
+        return f"{child.name} ({child.id}): exempt: {policy_exempt}"
+    return None

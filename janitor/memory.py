@@ -19,19 +19,34 @@ def advance(
 ) -> History:
     """The memory after this sweep's decision (before any warning is delivered)."""
     first_seen = previous.first_seen if previous else now
-    if previous is not None and previous.state == session.state:
+    if (
+        previous is not None
+        and previous.state == session.state
+        and previous.provider_state in (None, session.provider_state)
+    ):
         state_since = previous.state_since
     else:
         state_since = session.state_since or now
+    same_activity = previous is not None and previous.activity == session.activity
     matched = decision.policy is not None and decision.verdict is not Verdict.SKIP
     return History(
         first_seen=first_seen,
         state=session.state,
         state_since=state_since,
+        provider_state=session.provider_state,
         streak_policy=decision.policy.name if matched and decision.policy else None,
         streak=decision.streak if matched else 0,
         mark=_next_mark(previous, decision, now) if matched else None,
         last_key=decision.key,
+        original=previous.original if previous else None,
+        activity=session.activity,
+        activity_since=(
+            None
+            if session.activity is None
+            else previous.activity_since
+            if same_activity and previous is not None
+            else now
+        ),
     )
 
 
@@ -60,6 +75,11 @@ def notified(history: History, policy: str, at: datetime) -> History:
     """The memory once a ``notify`` action for ``policy`` was delivered at ``at``."""
     mark = Mark(policy=policy, marked_at=at, warned_at=at, action=Action.NOTIFY)
     return replace(history, mark=mark)
+
+
+def with_original(history: History, original: str | None) -> History:
+    """The memory once a native warning replaced ``original`` (None: once it was withdrawn)."""
+    return replace(history, original=original)
 
 
 def unmarked(previous: History | None, current: History) -> bool:

@@ -19,7 +19,9 @@ class State(enum.StrEnum):
 
     IDLE = "idle"
     BUSY = "busy"
-    PENDING = "pending"
+    PENDING = "pending"  # starting or provisioning
+    QUEUED = "queued"  # waiting its turn (ESS WAIT/READY/BLOCKED, Fabric WAITING)
+    HELD = "held"  # held on purpose or waiting for a person (ESS HOLD, ERROR_MANUAL_RECOVERY)
     STOPPING = "stopping"
     DEAD = "dead"
     ENDED = "ended"
@@ -27,22 +29,40 @@ class State(enum.StrEnum):
 
 
 #: States a policy matches without naming them. Any other state must be listed in
-#: ``match.state`` explicitly; ``unknown`` can never be matched at all.
+#: ``match.state`` (or its provider state in ``match.provider_state``: naming is consent);
+#: ``unknown`` can never be matched at all.
 QUIET_STATES: frozenset[State] = frozenset({State.IDLE, State.DEAD, State.ENDED})
 
 
 class Action(enum.StrEnum):
-    """What a policy does to a matching session."""
+    """What a policy does to a matching session, and the warning writes janitor makes itself.
+
+    ``warn`` and ``withdraw`` are not policy actions: they are the provider calls of a native
+    warning (AIDP renames the session), audited like actions (intent, then outcome).
+    """
 
     DELETE = "delete"
     STOP = "stop"
     CANCEL = "cancel"
+    FORCE_CANCEL = "force_cancel"
     NOTIFY = "notify"
+    WARN = "warn"
+    WITHDRAW = "withdraw"
 
     @property
     def destructive(self) -> bool:
-        """True for actions that change the session on the provider."""
-        return self is not Action.NOTIFY
+        """True for policy actions that end or change the session's work on the provider."""
+        return self in DESTRUCTIVE_ACTIONS
+
+    @property
+    def in_policies(self) -> bool:
+        """True for the actions a policy may name."""
+        return self not in (Action.WARN, Action.WITHDRAW)
+
+
+DESTRUCTIVE_ACTIONS: frozenset[Action] = frozenset(
+    {Action.DELETE, Action.STOP, Action.CANCEL, Action.FORCE_CANCEL}
+)
 
 
 class Verdict(enum.StrEnum):
@@ -58,12 +78,17 @@ class Outcome(enum.StrEnum):
     """The result of an intended action (DESIGN 2.5 and 5)."""
 
     EXECUTED = "executed"
+    ACCEPTED = "accepted"  # not final: the provider took an asynchronous action; settled later
     ALREADY_ABSENT = "already_absent"
     SKIPPED_CHANGED = "skipped_changed"
     WOULD_ACT = "would_act"
     BLOCKED = "blocked"
     FAILED = "failed"
     UNKNOWN = "unknown"
+
+
+#: Outcomes that leave their intent open: it is reconciled (unknown) or settled (accepted).
+OPEN_OUTCOMES: frozenset[Outcome] = frozenset({Outcome.UNKNOWN, Outcome.ACCEPTED})
 
 
 class AuditKind(enum.StrEnum):
@@ -90,6 +115,18 @@ class Session:
 
     ``anomalies`` lists why a field could not be trusted (a naive or future timestamp, an
     unparseable value). A session with anomalies is never acted on.
+
+    ``labels`` is None when the provider could not read them (tags unknown): a label
+    exemption then exempts and a label match never matches (fail closed). ``actions`` is
+    what this record allows (its provider states and flags, DESIGN 6 "Per-record actions");
+    providers always fill it, None (a record built by hand) allows every action.
+    ``warning`` is the native warning janitor left visible on the record (AIDP: the name
+    prefix, stripped from ``name``), None when there is none.
+
+    ``activity`` is a fingerprint of work the provider shows but does not date (Fabric's
+    statement records carry only a creation time): while it is set, the session counts as
+    active until the first sweep that saw this fingerprint, and ``last_activity`` is only a
+    lower bound. None: ``last_activity`` is the whole truth.
     """
 
     target: str
@@ -104,11 +141,18 @@ class Session:
     state_since: datetime | None = None
     connections: int | None = None
     owner: str | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] | None = None
     etag: str | None = None
     parent_id: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     anomalies: tuple[str, ...] = ()
+    actions: frozenset[Action] | None = None
+    warning: str | None = None
+    activity: str | None = None
+
+    def allows(self, action: Action) -> bool:
+        """True when this record allows ``action`` (see ``actions``)."""
+        return self.actions is None or action in self.actions
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,15 +194,27 @@ class Mark:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class History:
-    """What janitor remembers about a session from earlier daemon sweeps."""
+    """What janitor remembers about a session from earlier daemon sweeps.
+
+    ``state_since`` is when the session entered its current state *and* provider state
+    (``in_state_for`` restarts when ESS WAIT becomes BLOCKED). ``original`` is the value a
+    native warning replaced (the session's name before janitor's prefix), kept so
+    ``withdraw`` restores it exactly; None when no native warning is applied.
+    ``activity`` and ``activity_since`` remember a session's activity fingerprint (see
+    :attr:`Session.activity`) and the first sweep that saw it.
+    """
 
     first_seen: datetime
     state: State
     state_since: datetime
+    provider_state: str | None = None
     streak_policy: str | None = None
     streak: int = 0
     mark: Mark | None = None
     last_key: str | None = None
+    original: str | None = None
+    activity: str | None = None
+    activity_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

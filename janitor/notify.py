@@ -20,7 +20,6 @@ from janitor import metrics
 from janitor.errors import ProviderError
 from janitor.http import post_json
 from janitor.model import Session
-from janitor.providers.base import Provider
 from janitor.settings import NotifyConfig
 
 log = logging.getLogger(__name__)
@@ -54,49 +53,51 @@ class Webhook:
 
 
 class Warner:
-    """Delivers warnings about sessions through every configured channel."""
+    """Delivers warnings about sessions to the log and the generic webhook.
+
+    The provider's own channel (AIDP's rename) is a provider write with intent and outcome
+    rows, made by :mod:`janitor.warnings` before the webhook is tried.
+    """
 
     def __init__(self, webhook: Webhook) -> None:
         self.webhook = webhook
 
+    @staticmethod
+    def message(session: Session, *, action: str, reason: str, act_after: datetime | None) -> str:
+        """The warning's text: what janitor will do, when, and why."""
+        when = f" after {act_after:%Y-%m-%d %H:%M} UTC" if act_after else ""
+        return f"janitor will {action} {session.name!r}{when}: {reason}"
+
     async def warn(
         self,
-        provider: Provider,
         session: Session,
         *,
         policy: str,
         action: str,
-        reason: str,
+        message: str,
         act_after: datetime | None,
     ) -> str | None:
-        """Warn about ``session``; return None when delivered, else why it was not."""
-        when = f" after {act_after:%Y-%m-%d %H:%M} UTC" if act_after else ""
-        message = f"janitor will {action} {session.name!r}{when}: {reason}"
+        """Log and post the warning; return None when delivered, else why it was not."""
         log.warning("warning %s %s: %s", session.target, session.id, message)
-        problems = []
-        if provider.native_warning:
-            try:
-                await provider.warn(session, message)
-            except ProviderError as exc:
-                problems.append(f"provider warning failed: {exc}")
-        if self.webhook.enabled:
-            try:
-                await self.webhook.post(
-                    {
-                        "event": "warning",
-                        "target": session.target,
-                        "session_id": session.id,
-                        "session_name": session.name,
-                        "owner": session.owner,
-                        "policy": policy,
-                        "action": action,
-                        "act_after": act_after.isoformat() if act_after else None,
-                        "message": message,
-                    }
-                )
-            except ProviderError as exc:
-                problems.append(f"webhook failed: {exc}")
-        return "; ".join(problems) or None
+        if not self.webhook.enabled:
+            return None
+        try:
+            await self.webhook.post(
+                {
+                    "event": "warning",
+                    "target": session.target,
+                    "session_id": session.id,
+                    "session_name": session.name,
+                    "owner": session.owner,
+                    "policy": policy,
+                    "action": action,
+                    "act_after": act_after.isoformat() if act_after else None,
+                    "message": message,
+                }
+            )
+        except ProviderError as exc:
+            return f"webhook failed: {exc}"
+        return None
 
 
 class Alerter:

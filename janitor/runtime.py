@@ -23,9 +23,25 @@ from janitor.store import Store
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: Test hook: ``JANITOR_TEST_CRASH_AT=after_intent`` (or ``after_call``) makes the process
-#: exit at once at that point of the first destructive action, like ``kill -9``.
-CRASH_ENV = "JANITOR_TEST_CRASH_AT"
+
+class Hooks:
+    """Named points of the action path (``after_intent``, ``before_call``, ``after_call``).
+
+    Production code only announces the points; tests inject a subclass (through
+    :func:`set_default_hooks` before the CLI builds its runtime, or ``Runtime.build``) that
+    crashes or freezes the process there, like ``kill -9`` or a long GC pause.
+    """
+
+    def at(self, point: str) -> None:
+        """Called when the action path reaches ``point``; does nothing here."""
+
+
+_default_hooks: list[Hooks] = [Hooks()]
+
+
+def set_default_hooks(hooks: Hooks) -> None:
+    """The hooks every runtime built from now on gets (a seam for process-level tests)."""
+    _default_hooks[0] = hooks
 
 
 async def db(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -75,7 +91,7 @@ class Runtime:
     actor: str
     holder: str
     lifecycle: Lifecycle
-    crash_at: str | None = None
+    hooks: Hooks = field(default_factory=Hooks)
 
     @classmethod
     def build(
@@ -87,6 +103,7 @@ class Runtime:
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
         webhook_transport: httpx.AsyncBaseTransport | None = None,
         sentry: Callable[[str, str, Mapping[str, str]], None] = _no_sentry,
+        hooks: Hooks | None = None,
     ) -> Runtime:
         """Connect the store and one provider per target (no network traffic yet)."""
         clock = clock or SystemClock()
@@ -109,7 +126,7 @@ class Runtime:
             actor=actor,
             holder=holder,
             lifecycle=Lifecycle(grace=config.settings.shutdown_grace.total_seconds()),
-            crash_at=os.environ.get(CRASH_ENV) or None,
+            hooks=hooks or _default_hooks[0],
         )
 
     async def aclose(self) -> None:

@@ -44,6 +44,7 @@ class TargetConfig(BaseModel):
     timeout: Duration = timedelta(seconds=30)
     skew_tolerance: Duration = timedelta(minutes=2)
     max_population_drop_percent: float = Field(default=50.0, gt=0, le=100)
+    settle_timeout: Duration | None = None
 
 
 class NotifyConfig(BaseModel):

@@ -244,7 +244,8 @@ NAME_GLOBS = ("keep-*", "*-keep", "tmp-?", "[ab]*", "*.ipynb", "*")
 OWNERS = ("alice", "bob", "svc-etl", "", "Alice")
 OWNER_GLOBS = ("alice", "svc-*", "*", "b?b")
 LABEL_KEYS = ("team", "keep", "env", "kernel_name")
-LABEL_SETS: tuple[dict[str, str], ...] = (
+LABEL_SETS: tuple[dict[str, str] | None, ...] = (
+    None,  # tags that could not be read
     {},
     {"kernel_name": "python3"},
     {"keep": "true"},
@@ -263,12 +264,22 @@ ANOMALIES = (
     "connections is not a count: -1",
 )
 MATCHABLE_STATES = tuple(s for s in State if s is not State.UNKNOWN)
+#: Actions a generated policy may name (force_cancel has its own rules: tested apart).
+POLICY_ACTIONS = tuple(a for a in Action if a.in_policies and a is not Action.FORCE_CANCEL)
+#: What a record allows: mostly everything (None), sometimes a narrower set.
+_RECORD_ACTIONS: tuple[frozenset[Action] | None, ...] = (
+    *(None,) * 20,
+    frozenset(POLICY_ACTIONS),
+    frozenset({Action.NOTIFY}),
+    frozenset({Action.DELETE, Action.NOTIFY}),
+    frozenset({Action.STOP, Action.CANCEL}),
+)
 
 NAMES_ST: st.SearchStrategy[str] = st.one_of(
     st.sampled_from(NAMES), st.sampled_from(NAMES), st.text(max_size=8)
 )
 #: Idle sessions are what policies are about: drawn more often than the other states.
-_STATE_OPTIONS = (*(State.IDLE,) * 6, *State)
+_STATE_OPTIONS = (*(State.IDLE,) * 8, *State)
 _PROVIDERS = ("jupyter", "aidp", "glue")
 _KIND_OPTIONS = (*KINDS, "", "Notebook", "ünï")
 _CONNECTIONS = (None, 0, 0, 1, 2, 4)
@@ -321,6 +332,7 @@ def draw_session(
         labels=labels,
         etag=etag,
         anomalies=draw(anomalies) if anomalies is not None else flaws,
+        actions=draw(st.sampled_from(_RECORD_ACTIONS)),
     )
 
 
@@ -423,7 +435,7 @@ def draw_spec(
     match_keys: Sequence[str] = MATCH_WEIGHTED,
     exempt_keys: Sequence[str] = ALL_KEYS,
     modes: Sequence[str] = ("dry-run", "enforce"),
-    actions: Sequence[Action] = tuple(Action),
+    actions: Sequence[Action] = POLICY_ACTIONS,
     grace: st.SearchStrategy[Any] | None = None,
     limits: bool = False,
 ) -> dict[str, Any]:

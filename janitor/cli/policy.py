@@ -21,7 +21,7 @@ from janitor.cli.common import (
 )
 from janitor.clock import SystemClock
 from janitor.policy.spec import PolicySpec, check_actions, dump_document, load_policy_files
-from janitor.providers import provider_actions
+from janitor.providers import load_provider, provider_actions
 from janitor.settings import Config
 
 app = typer.Typer(help="Manage the policies stored in the database.", no_args_is_help=True)
@@ -33,8 +33,10 @@ def _validated(cfg: Config, path: Path) -> list[PolicySpec]:
     """Load and validate the file(s), including actions against the configured targets."""
     specs = load_policy_files(path)
     providers = {t.name: t.provider for t in cfg.targets}
-    actions = {p: provider_actions(p) for p in set(providers.values())}
-    for warning in check_actions(specs, providers, actions, where=str(path)):
+    kinds = set(providers.values())
+    actions = {p: provider_actions(p) for p in kinds}
+    tables = {p: load_provider(p).state_table for p in kinds}
+    for warning in check_actions(specs, providers, actions, where=str(path), state_tables=tables):
         typer.echo(f"janitor: warning: {warning}", err=True)
     return specs
 

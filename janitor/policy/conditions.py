@@ -178,9 +178,10 @@ class IdleFor:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the idle time with the limit."""
-        if session.last_activity is None:
+        last = last_activity(session, ctx)
+        if last is None:
             return Match(None, "last activity unknown")
-        idle = elapsed(ctx.now, session.last_activity)
+        idle = elapsed(ctx.now, last)
         limit = format_duration(self.duration)
         if idle >= self.duration:
             return Match(True, f"idle {format_duration(idle)} ≥ {limit}")
@@ -298,7 +299,9 @@ class LabelsMatch:
         self.labels: Mapping[str, str] = labels
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
-        """True when all labels match."""
+        """True when all labels match; unknown when the provider could not read them."""
+        if session.labels is None:
+            return Match(None, "labels unknown (they could not be read)")
         for key, pattern in self.labels.items():
             value = session.labels.get(key)
             if value is None or not fnmatch.fnmatchcase(value, pattern):
@@ -330,10 +333,35 @@ def elapsed(now: datetime, since: datetime) -> timedelta:
 
 
 def state_since(session: Session, ctx: EvalContext) -> datetime | None:
-    """When the session entered its current state: the provider's value, else janitor's."""
+    """When the session entered its current state: the provider's value, else janitor's.
+
+    janitor's memory counts only while both the normalized and the provider state are the
+    ones it remembers (ESS WAIT → BLOCKED restarts the count).
+    """
     if session.state_since is not None:
         return session.state_since
     history = ctx.history
-    if history is not None and history.state == session.state:
+    if (
+        history is not None
+        and history.state == session.state
+        and history.provider_state in (None, session.provider_state)
+    ):
         return history.state_since
     return None
+
+
+def last_activity(session: Session, ctx: EvalContext) -> datetime | None:
+    """The session's last activity, with undated activity counted from janitor's first sight.
+
+    A session with an activity fingerprint (work the provider shows but does not date, see
+    :attr:`Session.activity`) was active at least until the first sweep that saw that
+    fingerprint; before janitor has seen it in an earlier sweep, its idleness is unknown.
+    """
+    if session.activity is None:
+        return session.last_activity
+    history = ctx.history
+    if history is None or history.activity != session.activity or history.activity_since is None:
+        return None
+    if session.last_activity is None:
+        return history.activity_since
+    return max(session.last_activity, history.activity_since)

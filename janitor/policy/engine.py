@@ -7,7 +7,9 @@ Rules, in order:
 2. A session in state ``unknown`` is skipped.
 3. Enabled policies that apply to the session's target run in (priority, name) order; the
    first whose ``match`` holds decides, whatever its mode. A session in a state other than
-   idle, dead or ended only matches a policy that lists that state in ``match.state``.
+   idle, dead or ended only matches a policy that lists that state in ``match.state``, or
+   its provider state in ``match.provider_state`` (naming is consent). A policy whose action
+   the record does not allow (its provider state, its own flags) does not match it.
 4. If that policy's ``exempt`` holds (any of its keys; an unknown value exempts), skip.
 5. ``min_observations``: wait until the policy matched in that many consecutive sweeps.
 6. Dry-run policies report ``act`` (the sweep records ``would_act``) and never warn.
@@ -53,16 +55,37 @@ def ordered(policies: Sequence[Policy]) -> list[Policy]:
 
 def evaluate(policy: Policy, session: Session, ctx: EvalContext) -> Evaluation:
     """Evaluate one policy's match and exempt blocks against a session."""
-    if session.state not in QUIET_STATES and session.state not in policy.explicit_states:
+    if not consents(policy, session):
         reason = f"state {session.state} is only matched by a policy that lists it"
+        return Evaluation(policy=policy, matched=False, reasons=(reason,))
+    if not session.allows(policy.action):
+        reason = f"{policy.action} is not possible in provider state {session.provider_state}"
         return Evaluation(policy=policy, matched=False, reasons=(reason,))
     results = [condition.evaluate(session, ctx) for condition in policy.match]
     failed = [r.reason for r in results if r.value is not True]
     if failed:
         return Evaluation(policy=policy, matched=False, reasons=tuple(failed))
     reasons = tuple(r.reason for r in results)
-    exempt = _exempt_reason([c.evaluate(session, ctx) for c in policy.exempt])
+    exempt = exempt_reason(policy, session, ctx)
     return Evaluation(policy=policy, matched=True, reasons=reasons, exempt_reason=exempt)
+
+
+def consents(policy: Policy, session: Session) -> bool:
+    """True when ``policy`` may match a session in its state (DESIGN 6 "Quiet states").
+
+    Quiet states match by default; any other state only when the policy names it in
+    ``match.state`` or names the session's provider state in ``match.provider_state``.
+    """
+    return (
+        session.state in QUIET_STATES
+        or session.state in policy.explicit_states
+        or session.provider_state.lower() in policy.explicit_provider_states
+    )
+
+
+def exempt_reason(policy: Policy, session: Session, ctx: EvalContext) -> str | None:
+    """Why ``policy``'s ``exempt`` block exempts the session (an unknown exempts), or None."""
+    return _exempt_reason([c.evaluate(session, ctx) for c in policy.exempt])
 
 
 def _exempt_reason(results: list[Match]) -> str | None:
@@ -112,6 +135,7 @@ def _naive(session: Session, history: History | None) -> list[str]:
     if history is not None:
         values["first_seen (memory)"] = history.first_seen
         values["state_since (memory)"] = history.state_since
+        values["activity_since (memory)"] = history.activity_since
         if history.mark is not None:
             values["marked_at (memory)"] = history.mark.marked_at
             values["warned_at (memory)"] = history.mark.warned_at

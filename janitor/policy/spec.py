@@ -19,17 +19,34 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from janitor.durations import Duration
 from janitor.errors import PolicyError
-from janitor.model import Action, PolicyRef, State
-from janitor.policy.conditions import Condition, ConditionError, StateIn, compile_condition
+from janitor.model import QUIET_STATES, Action, PolicyRef, State
+from janitor.policy.conditions import (
+    Condition,
+    ConditionError,
+    ProviderStateIn,
+    StateIn,
+    compile_condition,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 #: The longest grace: ten years keeps every ``warned_at + grace`` inside the calendar (a
 #: longer one overflowed in the sweep's "act after" time); anything longer is a typo.
 MAX_GRACE = timedelta(days=3650)
+#: force_cancel escalates a cancel stuck in CANCELLING at least this long (the ESS rule).
+FORCE_CANCEL_MIN_STUCK = timedelta(minutes=30)
+_DURATION: TypeAdapter[timedelta | None] = TypeAdapter(Duration | None)
 
 
 class PolicySpec(BaseModel):
@@ -50,6 +67,34 @@ class PolicySpec(BaseModel):
     min_observations: int = Field(default=1, ge=1, le=1000)
     max_actions_per_sweep: int | None = Field(default=None, ge=0)
     max_actions_percent: float | None = Field(default=None, gt=0, le=100)
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _policy_action(cls, value: Any) -> Any:
+        known = [a.value for a in Action if a.in_policies]
+        if value not in known:
+            raise ValueError(f"expected one of: {', '.join(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _force_cancel_is_an_escalation(self) -> PolicySpec:
+        """force_cancel only for requests stuck in CANCELLING for 30m or more (DESIGN 6)."""
+        if self.action is not Action.FORCE_CANCEL:
+            return self
+        named = self.match.get("provider_state")
+        values = [named] if isinstance(named, str) else named
+        if not isinstance(values, list) or [str(v).upper() for v in values] != ["CANCELLING"]:
+            raise ValueError(
+                "force_cancel needs match.provider_state: [CANCELLING] (and nothing else): "
+                "it only escalates a cancel that is stuck"
+            )
+        try:
+            stuck: timedelta | None = _DURATION.validate_python(self.match.get("in_state_for"))
+        except ValidationError:
+            stuck = None
+        if stuck is None or stuck < FORCE_CANCEL_MIN_STUCK:
+            raise ValueError("force_cancel needs match.in_state_for of at least 30m")
+        return self
 
     @field_validator("grace")
     @classmethod
@@ -85,6 +130,7 @@ class Policy:
     match: tuple[Condition, ...]
     exempt: tuple[Condition, ...]
     explicit_states: frozenset[State]
+    explicit_provider_states: frozenset[str]  # lower-cased
     action: Action
     dry_run: bool
     grace: timedelta | None
@@ -108,9 +154,12 @@ def compile_policy(spec: PolicySpec, version: int, *, where: str = "") -> Policy
     match = _compile_block(spec, "match", spec.match, where)
     exempt = _compile_block(spec, "exempt", spec.exempt, where)
     explicit: frozenset[State] = frozenset()
+    provider_states: frozenset[str] = frozenset()
     for item in match:
         if isinstance(item, StateIn):
             explicit = item.states
+        if isinstance(item, ProviderStateIn):
+            provider_states = item.values
     return Policy(
         name=spec.name,
         version=version,
@@ -120,6 +169,7 @@ def compile_policy(spec: PolicySpec, version: int, *, where: str = "") -> Policy
         match=match,
         exempt=exempt,
         explicit_states=explicit,
+        explicit_provider_states=provider_states,
         action=spec.action,
         dry_run=spec.mode != "enforce",
         grace=spec.grace,
@@ -226,14 +276,17 @@ def check_actions(
     provider_actions: Mapping[str, frozenset[Action]],
     *,
     where: str,
+    state_tables: Mapping[str, Mapping[str, State]] | None = None,
 ) -> list[str]:
     """Check each policy's action against the providers of the targets it applies to.
 
-    Returns warnings (a policy that applies to no configured target); raises PolicyError
-    when a provider cannot perform the action.
+    Returns warnings (a policy that applies to no configured target; a ``provider_state``
+    that names states janitor otherwise never touches, such as busy ones); raises
+    PolicyError when a provider cannot perform the action.
     """
     warnings = []
     for spec in specs:
+        warnings += _consent_warnings(spec, target_providers, state_tables or {}, where)
         matched = [
             name
             for name in target_providers
@@ -258,6 +311,41 @@ def check_actions(
                     )
                 )
     return warnings
+
+
+def _consent_warnings(
+    spec: PolicySpec,
+    target_providers: Mapping[str, str],
+    state_tables: Mapping[str, Mapping[str, State]],
+    where: str,
+) -> list[str]:
+    """Warn when ``match.provider_state`` consents to states that are not quiet (DESIGN 6)."""
+    named = spec.match.get("provider_state")
+    if named is None:
+        return []
+    values = {str(v).lower() for v in ([named] if isinstance(named, str) else named)}
+    providers = {
+        target_providers[t]
+        for t in target_providers
+        if any(fnmatch.fnmatchcase(t, pattern) for pattern in spec.targets)
+    }
+    loud: set[str] = set()
+    for provider in providers:
+        for provider_state, state in state_tables.get(provider, {}).items():
+            if provider_state.lower() in values and state not in QUIET_STATES:
+                loud.add(str(state))
+    if not loud:
+        return []
+    states = ", ".join(sorted(loud))
+    return [
+        _located(
+            where,
+            spec.name,
+            "match.provider_state",
+            f"names provider states that janitor counts as {states}: this policy acts on "
+            f"{states} sessions",
+        )
+    ]
 
 
 def dump_document(specs: Iterable[PolicySpec]) -> str:

@@ -56,7 +56,8 @@ from janitor.clock import Clock
 from janitor.errors import ActionRejected, MalformedResponse
 from janitor.http import TargetHttp, make_target_http
 from janitor.model import Action, InvalidRecord, Listing, Session, State
-from janitor.providers.base import HttpTargetConfig, Receipt
+from janitor.providers.base import HttpTargetConfig, ProviderBase, Receipt
+from janitor.providers.kit import ActionSpec, ParentRelation, allowed_actions
 from janitor.settings import TargetConfig
 from janitor.timestamps import parse_iso
 
@@ -70,18 +71,23 @@ STATES: dict[str, State] = {
     "dead": State.DEAD,
 }
 NO_TRACK = {"no_track_activity": "1"}
+SPECS = {
+    Action.DELETE: ActionSpec(action=Action.DELETE, applies_to=frozenset(STATES)),
+}
 
 
 class JupyterConfig(HttpTargetConfig):
     """A Jupyter Server target: ``base_url`` plus ``token`` or ``token_file``."""
 
 
-class JupyterProvider:
+class JupyterProvider(ProviderBase):
     """Talks to one Jupyter Server's REST API."""
 
     name: ClassVar[str] = "jupyter"
-    actions: ClassVar[frozenset[Action]] = frozenset({Action.DELETE, Action.NOTIFY})
-    native_warning: ClassVar[bool] = False
+    specs = SPECS
+    parents = ParentRelation.SHARED
+    stable_population = True
+    state_table = STATES
     config_model: ClassVar[type[TargetConfig]] = JupyterConfig
 
     def __init__(self, config: TargetConfig, http: TargetHttp, clock: Clock) -> None:
@@ -174,14 +180,6 @@ class JupyterProvider:
             target=self.config.name,
             status=status,
         )
-
-    async def warn(self, session: Session, message: str) -> None:
-        """Jupyter has no native warning channel."""
-        raise NotImplementedError("jupyter has no native warning channel")
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.http.aclose()
 
     async def _get_bare_kernel(self, kernel_id: str) -> Session | None:
         body = await self._get_one(f"api/kernels/{kernel_id}")
@@ -286,7 +284,7 @@ class JupyterProvider:
         ):
             anomalies.append(f"connections is not a count: {connections!r}")
             connections = None
-        return Session(
+        record = Session(
             target=self.config.name,
             provider=self.name,
             id=record_id,
@@ -301,6 +299,7 @@ class JupyterProvider:
             raw=raw,
             anomalies=tuple(anomalies),
         )
+        return replace(record, actions=allowed_actions(SPECS, record))
 
 
 def _json(response: Any, target: str) -> Any:

@@ -24,7 +24,7 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from janitor.errors import LeaseLost
-from janitor.model import Action, AuditEvent, AuditKind, Outcome
+from janitor.model import OPEN_OUTCOMES, Action, AuditEvent, AuditKind, Outcome
 from janitor.store.db import Database, advisory_xact_lock
 from janitor.store.tables import AuditRow, LeaseRow
 
@@ -56,6 +56,14 @@ class VerifyResult:
     def checkpoint(self) -> Checkpoint | None:
         """Where the next incremental verification can start (None for an empty chain)."""
         return Checkpoint(id=self.last_id, hash=self.head) if self.last_id is not None else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenIntent:
+    """An intent without a final outcome; ``accepted_at`` when the provider accepted it."""
+
+    intent: AuditEvent
+    accepted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,13 +215,21 @@ class AuditLog:
             return [to_event(row) for row in tx.scalars(query)]
 
     def pending_intents(self, target: str) -> list[AuditEvent]:
-        """Intents of ``target`` with no final outcome (none yet, or only ``unknown``)."""
+        """Intents of ``target`` with no final outcome (none yet, ``unknown`` or ``accepted``)."""
+        return [item.intent for item in self.open_intents(target)]
+
+    def open_intents(self, target: str) -> list[OpenIntent]:
+        """Open intents of ``target`` in id order, each with when the provider accepted it.
+
+        An intent is open until it has a final outcome: one that is neither ``unknown``
+        (reconciled by re-reading) nor ``accepted`` (settled by later sweeps).
+        """
         outcome = aliased(AuditRow)
         final = exists().where(
             and_(
                 outcome.intent_id == AuditRow.id,
                 outcome.kind == AuditKind.OUTCOME.value,
-                outcome.outcome != Outcome.UNKNOWN.value,
+                outcome.outcome.not_in([o.value for o in OPEN_OUTCOMES]),
             )
         )
         query = (
@@ -222,7 +238,24 @@ class AuditLog:
             .order_by(AuditRow.id)
         )
         with self.db.transaction() as tx:
-            return [to_event(row) for row in tx.scalars(query)]
+            intents = [to_event(row) for row in tx.scalars(query)]
+            ids = [i.id for i in intents]
+            accepted: dict[int, datetime] = {}
+            if ids:
+                rows = tx.execute(
+                    select(AuditRow.intent_id, func.min(AuditRow.at))
+                    .where(
+                        AuditRow.intent_id.in_(ids),
+                        AuditRow.kind == AuditKind.OUTCOME.value,
+                        AuditRow.outcome == Outcome.ACCEPTED.value,
+                    )
+                    .group_by(AuditRow.intent_id)
+                )
+                accepted = {int(i): _aware(at) for i, at in rows if i is not None}
+        return [
+            OpenIntent(intent=i, accepted_at=accepted.get(i.id) if i.id is not None else None)
+            for i in intents
+        ]
 
     def head(self) -> tuple[int, str]:
         """(number of rows, hash of the last row)."""
@@ -282,6 +315,10 @@ class AuditLog:
                 )
             ]
         return []
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _row_problems(event: AuditEvent, prev: str) -> list[str]:

@@ -90,6 +90,10 @@ def _history(row: ObservationRow) -> History:
         streak=row.streak,
         mark=mark,
         last_key=row.last_key,
+        provider_state=row.provider_state,
+        original=row.original,
+        activity=row.activity,
+        activity_since=row.activity_since,
     )
 
 
@@ -106,6 +110,10 @@ def _fill(row: ObservationRow, name: str, history: History) -> None:
     row.marked_at = history.mark.marked_at if history.mark else None
     row.warned_at = history.mark.warned_at if history.mark else None
     row.last_key = history.last_key[:255] if history.last_key else None
+    row.provider_state = history.provider_state[:64] if history.provider_state else None
+    row.original = history.original
+    row.activity = history.activity[:255] if history.activity else None
+    row.activity_since = history.activity_since
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

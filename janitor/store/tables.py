@@ -165,6 +165,10 @@ class ObservationRow(Base):
     marked_at: Mapped[datetime | None]
     warned_at: Mapped[datetime | None]
     last_key: Mapped[str | None] = mapped_column(String(255))
+    provider_state: Mapped[str | None] = mapped_column(String(64))
+    original: Mapped[str | None] = mapped_column(Text)
+    activity: Mapped[str | None] = mapped_column(String(255))
+    activity_since: Mapped[datetime | None]
 
 
 class LeaseRow(Base):

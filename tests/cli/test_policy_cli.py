@@ -85,7 +85,10 @@ def _stored(config: Path) -> list[dict[str, object]]:
         (
             "action: delete\n    mode",
             "action: explode\n    mode",
-            "policy idle-notebooks: action: Input should be 'delete', 'stop', 'cancel' or 'notify'",
+            (
+                "policy idle-notebooks: action: expected one of: delete, stop, cancel, "
+                "force_cancel, notify"
+            ),
         ),
         (
             "max_connections: 0",
@@ -270,7 +273,7 @@ def test_export_as_json_applies_back_unchanged(tmp_path: Path, config: Path) -> 
             "policies:\n  - {name: a, match: {state: [asleep]}, action: delete}\n",
             (
                 "policy a: match.state: expected a list of states from: idle, busy, pending, "
-                "stopping, dead, ended"
+                "queued, held, stopping, dead, ended"
             ),
         ),
         ("rules: []\n", ": rules: unknown key"),

@@ -29,6 +29,9 @@ from janitor.model import AuditEvent, AuditKind, Outcome
 from janitor.sim.jupyter import JupyterSim, SimServer
 from janitor.store import Store
 from tests.fakes.daemon import free_port
+from tests.integration.crashpoints import CRASH_ENV
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 T = TypeVar("T")
 
@@ -194,13 +197,21 @@ class Procs:
         name: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> JanitorProc:
-        """Start ``python -m janitor -c CONFIG ARGS...`` in a new process group."""
+        """Start ``python -m janitor -c CONFIG ARGS...`` in a new process group.
+
+        With ``JANITOR_TEST_CRASH_AT`` in ``env``, the CLI runs through
+        ``tests.integration.crashpoints``, which injects the crash hooks.
+        """
         name = name or f"janitor-{len(self.all)}"
         log_path = self.dir / f"{name}.log"
         out_path = self.dir / f"{name}.out"
+        crashing = env is not None and CRASH_ENV in env
+        module = "tests.integration.crashpoints" if crashing else "janitor"
+        if crashing:  # the child runs in a temporary directory: find ``tests`` from here
+            env = {**(env or {}), "PYTHONPATH": str(REPO_ROOT)}
         with log_path.open("wb") as err, out_path.open("wb") as out:
             popen = subprocess.Popen(  # the child keeps its own copies of the descriptors
-                [sys.executable, "-m", "janitor", "-c", str(config), *args],
+                [sys.executable, "-m", module, "-c", str(config), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,

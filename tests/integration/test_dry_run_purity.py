@@ -256,8 +256,10 @@ def test_explain_makes_no_request_and_writes_nothing(world: World, mode: str) ->
         rows, failures = await explain_targets(rt)
         assert failures == []
         verdicts = {row["session"]: row["verdict"] for row in rows}
-        assert verdicts["idle-0.ipynb"] == "act"
-        assert verdicts["grace-0.ipynb"] == ("warn" if mode == "enforce" else "act")
+        # a dry-run policy's act is shown as would_act (the operator-experience issue)
+        acts = "act" if mode == "enforce" else "would_act"
+        assert verdicts["idle-0.ipynb"] == acts
+        assert verdicts["grace-0.ipynb"] == ("warn" if mode == "enforce" else "would_act")
         assert verdicts["keep-me.ipynb"] == "skip"
 
     world.run(scenario)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from janitor.sim.jupyter import JupyterSim, SimServer
-from janitor.store import Store
+from janitor.store import Database, Store
 from tests.conftest import invoke, jupyter_toml
 
 POLICIES = """
@@ -62,7 +62,7 @@ def test_apply_sweep_dry_run_then_enforce_then_verify(
     policies = tmp_path / "policies.yaml"
     result = invoke("-c", str(config), "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "upgraded empty -> 0002" in result.stdout
+    assert f"upgraded empty -> {Database.head_revision()}" in result.stdout
 
     # dry-run policies: would_act rows, no DELETE reaches the server
     policies.write_text(POLICIES.format(mode="dry-run"))

@@ -40,7 +40,8 @@ CTX = EvalContext(now=NOW, history=None)
         ("owner", ["a*"], {}, None),
         ("labels", {"team": "data-*"}, {"labels": {"team": "data-eng"}}, True),
         ("labels", {"team": "data-*"}, {"labels": {"team": "web"}}, False),
-        ("labels", {"team": "data-*"}, {}, False),
+        ("labels", {"team": "data-*"}, {"labels": {}}, False),
+        ("labels", {"team": "data-*"}, {}, None),  # labels that could not be read: unknown
         ("kind", ["notebook", "console"], {}, True),
         ("kind", ["kernel"], {}, False),
     ],

@@ -52,6 +52,7 @@ from tests.strategies import (
     DURATION_VALUES,
     HOST_ZONES,
     INSTANTS,
+    POLICY_ACTIONS,
     ZONES,
     Scenario,
     compile_spec,
@@ -81,7 +82,11 @@ def _listed(value: Any) -> list[Any]:
 def _since(session: Session, history: History | None) -> datetime | None:
     if session.state_since is not None:
         return session.state_since
-    if history is not None and history.state == session.state:
+    if (
+        history is not None
+        and history.state == session.state
+        and history.provider_state in (None, session.provider_state)
+    ):
         return history.state_since
     return None
 
@@ -115,21 +120,34 @@ def condition_holds(
             return None
         return any(fnmatch.fnmatchcase(session.owner, g) for g in _listed(value))
     if key == "labels":
-        return all(
-            k in session.labels and fnmatch.fnmatchcase(session.labels[k], g)
-            for k, g in value.items()
-        )
+        if session.labels is None:  # tags that could not be read: unknown (DESIGN 6)
+            return None
+        labels = session.labels
+        return all(k in labels and fnmatch.fnmatchcase(labels[k], g) for k, g in value.items())
     if key == "kind":
         return session.kind in _listed(value)
     raise AssertionError(f"condition {key!r} has no oracle in this test: add one")
 
 
+def consented(policy: Policy, session: Session) -> bool:
+    """A non-quiet state must be named: in ``match.state``, or its provider state in
+    ``match.provider_state`` (naming is consent, DESIGN 6)."""
+    match = policy.spec.match
+    named = {v.lower() for v in _listed(match.get("provider_state", []))}
+    return (
+        session.state in QUIET_STATES
+        or session.state.value in _listed(match.get("state", []))
+        or session.provider_state.lower() in named
+    )
+
+
 def matches(policy: Policy, session: Session, now: datetime, history: History | None) -> bool:
-    """The policy's ``match`` holds (a non-quiet state must be listed explicitly)."""
+    """The policy's ``match`` holds, its state is consented to, and the record allows its
+    action (DESIGN 6 "Per-record actions")."""
     spec = policy.spec
-    if session.state not in QUIET_STATES and session.state.value not in _listed(
-        spec.match.get("state", [])
-    ):
+    if not consented(policy, session):
+        return False
+    if session.actions is not None and spec.action not in session.actions:
         return False
     return all(condition_holds(k, v, session, now, history) is True for k, v in spec.match.items())
 
@@ -226,15 +244,16 @@ def check_reference(sc: Scenario, decision: Decision) -> None:
 
 
 def check_t1_states(sc: Scenario, decision: Decision) -> None:
-    """T1: busy, pending and stopping sessions are acted on (or warned, or waited for) only by
-    a policy that lists that state in ``match.state``; unknown and untrusted never."""
+    """T1: busy, pending, queued, held and stopping sessions are acted on (or warned, or waited
+    for) only by a policy that lists that state in ``match.state`` or names the provider
+    state; unknown and untrusted never; never with an action the record does not allow."""
     if decision.verdict is Verdict.SKIP:
         return
     assert sc.session.state is not State.UNKNOWN
     assert not sc.session.anomalies
     policy = by_ref(sc.policies, decision.policy)
-    if sc.session.state not in QUIET_STATES:
-        assert sc.session.state.value in _listed(policy.spec.match.get("state", []))
+    assert consented(policy, sc.session)
+    assert sc.session.allows(policy.action)
 
 
 def check_t2_unknown_never_matches(sc: Scenario, decision: Decision) -> None:
@@ -318,16 +337,16 @@ def test_decisions_on_generated_inputs(sc: Scenario, rnd: Any) -> None:
 
 # --- T1: busy, pending, stopping, unknown, anomalies -------------------------------------
 
-_ALIVE_STATES_ST = st.sampled_from([State.BUSY, State.PENDING, State.STOPPING])
+_ALIVE_STATES_ST = st.sampled_from(
+    [State.BUSY, State.PENDING, State.QUEUED, State.HELD, State.STOPPING]
+)
 
 
 @given(scenarios(states=_ALIVE_STATES_ST))
 def test_t1_alive_states_are_never_acted_on_without_explicit_listing(sc: Scenario) -> None:
-    unlisted = [
-        p
-        for p in sc.policies
-        if sc.session.state.value not in _listed(p.spec.match.get("state", []))
-    ]
+    """Neither the state in ``match.state`` nor the provider state in ``match.provider_state``
+    (naming is consent, DESIGN 6): never acted on."""
+    unlisted = [p for p in sc.policies if not consented(p, sc.session)]
     decision = decide(sc.session, unlisted, sc.now, sc.history)
     assert decision.verdict is Verdict.SKIP
     assert decision.policy is None
@@ -616,11 +635,12 @@ def exempt_cases(draw: st.DrawFn) -> ExemptCase:
             "name": "everything",
             "match": {"state": _EVERY_STATE},
             "exempt": {key: value},
-            "action": draw(st.sampled_from(list(Action))).value,
+            "action": draw(st.sampled_from(POLICY_ACTIONS)).value,
             "mode": "enforce",
         }
     )
     session = draw_session(draw, now, states=_KNOWN_STATES, anomalies=st.just(()))
+    session = replace(session, actions=None)  # the record allows the action
     return ExemptCase(key=key, policy=policy, session=_satisfy(key, value, session, now), now=now)
 
 
@@ -707,7 +727,7 @@ def test_t6_host_zone_is_restored() -> None:
 
 # --- T7: grace is never shortened ------------------------------------------------------
 
-DESTRUCTIVE = tuple(a for a in Action if a.destructive)
+DESTRUCTIVE = tuple(a for a in POLICY_ACTIONS if a.destructive)
 _DESTRUCTIVE = st.sampled_from(DESTRUCTIVE)
 _ONE_OR_TWO = st.sampled_from([1, 2])
 _MARK_POLICIES = st.sampled_from(["graceful", "graceful", "other"])
@@ -730,7 +750,7 @@ def grace_scenarios(draw: st.DrawFn) -> Scenario:
     )
     now = draw(INSTANTS)
     session = draw_session(draw, now, states=st.just(State.IDLE), anomalies=st.just(()))
-    session = replace(session, last_activity=now - timedelta(days=1))
+    session = replace(session, last_activity=now - timedelta(days=1), actions=None)
     warned = draw_optional_timestamp(draw, now)
     mark = None
     if draw(st.booleans()):

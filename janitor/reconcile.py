@@ -1,0 +1,119 @@
+"""Open intents: reconciled after a crash or an ``unknown`` outcome, settled when accepted.
+
+Before a target's sweep acts, every intent of the target without a final outcome is looked
+at again (DESIGN 4.7 and 6 "Settling"), from the audit rows, never from the listing (an ESS
+listing drops finished requests):
+
+* the provider re-reads the record and judges it against the action's spec
+  (:func:`janitor.providers.kit.judge`): gone, in the action's end state, ended elsewhere,
+  under way, or untouched;
+* a final answer closes the intent with an ``outcome`` row (``executed``, ``already_absent``,
+  ``failed``); an action that did not settle within its deadline is ``failed`` and raises an
+  alert;
+* an action under way stays open; when it was not known to be under way (a crash, an
+  ``unknown``), an ``accepted`` row records that it is;
+* the action is never re-issued blindly, and while an intent is open no new action is taken
+  on its record (or, where actions cascade, on its descendants).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from janitor import metrics
+from janitor.context import TargetRun
+from janitor.errors import LeaseLost, ProviderError
+from janitor.model import Action, AuditEvent, Outcome, Session, State
+from janitor.providers.kit import Settlement
+from janitor.runtime import db
+from janitor.store.audit import OpenIntent
+
+log = logging.getLogger(__name__)
+
+
+async def reconcile(run: TargetRun) -> tuple[int, dict[str, str]]:
+    """Look at every open intent of the target again.
+
+    Returns how many intents were closed, and for the records whose intents stay open,
+    why (session id → reason), so the plan holds them back.
+    """
+    items = await db(run.rt.store.audit.open_intents, run.target.name)
+    closed, still_open = 0, {}
+    for item in items:
+        intent = item.intent
+        try:
+            settlement = await _settle(run, item)
+        except ProviderError as exc:
+            log.warning("intent %s cannot be reconciled yet: %s", intent.id, exc)
+            still_open[intent.session_id or ""] = f"intent {intent.id} is not reconciled yet"
+            continue
+        if settlement.outcome is None:
+            still_open[intent.session_id or ""] = (
+                f"its {intent.action} of intent {intent.id} is still settling ({settlement.reason})"
+            )
+            if item.accepted_at is None and not await _record(
+                run, intent, Outcome.ACCEPTED, f"reconciled: {settlement.reason}"
+            ):
+                break
+            continue
+        prefix = "settled" if item.accepted_at is not None else "reconciled"
+        if not await _record(run, intent, settlement.outcome, f"{prefix}: {settlement.reason}"):
+            break
+        closed += 1
+        if settlement.timed_out:
+            await run.rt.alerter.raise_(
+                f"settle_timeout:{run.target.name}:{intent.session_id}",
+                "settle_timeout",
+                f"{intent.action} of {intent.session_name} ({intent.session_id}) on target "
+                f"{run.target.name}: {settlement.reason}",
+                target=run.target.name,
+            )
+    return closed, still_open
+
+
+async def _settle(run: TargetRun, item: OpenIntent) -> Settlement:
+    intent = item.intent
+    stub = Session(
+        target=run.target.name,
+        provider=run.provider.name,
+        id=intent.session_id or "",
+        name=intent.session_name or "",
+        kind=intent.session_kind or "",
+        state=State.UNKNOWN,
+        provider_state="",
+    )
+    waited = run.rt.clock.now() - (item.accepted_at or intent.at)
+    action = intent.action
+    if action in (Action.WARN, Action.WITHDRAW):
+        return await _settle_warning(run, action, stub)
+    if action is None or action not in run.provider.specs:
+        return Settlement(outcome=Outcome.FAILED, reason=f"{run.provider.name} has no {action}")
+    return await run.provider.settle(
+        action, stub, accepted=item.accepted_at is not None, waited=waited
+    )
+
+
+async def _settle_warning(run: TargetRun, action: Action, stub: Session) -> Settlement:
+    """A native warning write interrupted: is the warning visible (warn) or gone (withdraw)?"""
+    fresh = await run.provider.get_session(stub)
+    if fresh is None:
+        return Settlement(outcome=Outcome.ALREADY_ABSENT, reason="the session is gone")
+    shown = fresh.warning is not None
+    if shown == (action is Action.WARN):
+        return Settlement(outcome=Outcome.EXECUTED, reason=f"the {action} is in place")
+    return Settlement(outcome=Outcome.FAILED, reason=f"the {action} did not take effect")
+
+
+async def _record(run: TargetRun, intent: AuditEvent, outcome: Outcome, reason: str) -> bool:
+    """Write an outcome of an earlier intent under our lease; False when the lease is lost."""
+    event = run.events.outcome(intent, outcome, reason)
+    try:
+        await db(run.rt.store.audit.append, [event], fence=run.fence)
+    except LeaseLost as exc:
+        run.halt(str(exc))
+        return False
+    # Counted in the metrics but not in this sweep's outcomes: closing an earlier intent is
+    # bookkeeping, not a failure of this sweep.
+    metrics.ACTIONS.labels(run.target.name, str(intent.action or "-"), str(outcome)).inc()
+    log.info("intent %s on %s: %s (%s)", intent.id, intent.session_id, outcome, reason)
+    return True
