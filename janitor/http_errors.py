@@ -97,13 +97,13 @@ class ErrorModel(Protocol):
 
 #: What a model takes from a parsed body: ``(code, message)``. ``body`` is whatever the JSON
 #: held (any type), or None when the body was empty, not JSON or too large.
-Said = Callable[[Any, Mapping[str, str]], tuple[object, object]]
+_Said = Callable[[Any, Mapping[str, str]], tuple[object, object]]
 
 
 @dataclass(frozen=True, slots=True)
 class _Model:
     name: str
-    said: Said
+    said: _Said
     throttling: frozenset[str] = frozenset()
     codes: Mapping[str, ErrorKind] = field(default_factory=dict)
 
