@@ -19,10 +19,16 @@ The tree::
         └── OutcomeUnknown          a destructive call whose result is not known (timeout, 5xx)
 
 Exceptions build their message from structured fields and never contain secrets: the
-HTTP layer redacts query strings and never includes request headers.
+HTTP layer redacts query strings and never includes request headers; what a provider's error
+body said comes through :class:`janitor.http_errors.ErrorInfo`, which is bounded and redacted.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from janitor.http_errors import ErrorInfo
 
 
 class JanitorError(Exception):
@@ -65,6 +71,7 @@ class ProviderError(JanitorError):
         target: the target name.
         status: the HTTP status, when there was a response.
         request_id: the provider's request id, when it sent one.
+        info: what the provider's error response said (code, message), when there was one.
         retryable: whether repeating a read could succeed.
     """
 
@@ -77,11 +84,13 @@ class ProviderError(JanitorError):
         target: str = "",
         status: int | None = None,
         request_id: str | None = None,
+        info: ErrorInfo | None = None,
     ) -> None:
         super().__init__(message)
         self.target = target
         self.status = status
         self.request_id = request_id
+        self.info = info
 
 
 class ProviderUnavailable(ProviderError):

@@ -1,14 +1,40 @@
 """One HTTP client per target: timeouts, request budget, concurrency cap, retries, breaker.
 
-The only module (with ``janitor.auth``) that imports httpx. Providers call :meth:`TargetHttp.read`
-for reads and :meth:`TargetHttp.write` for destructive calls; both return the response for
-2xx and for 4xx statuses the provider maps itself (404, 409, 412, ...), and raise a
-:class:`~janitor.errors.ProviderError` for the rest.
+The only module (with ``janitor.auth``) that sends requests with httpx. Providers call
+:meth:`TargetHttp.read` for reads and :meth:`TargetHttp.write` for destructive calls; both
+return the response for 2xx and for the errors the provider maps itself (404, 409, 412, a Glue
+400 ``EntityNotFoundException`` ...), and raise a :class:`~janitor.errors.ProviderError` for the
+rest. :meth:`TargetHttp.error_info` tells the provider what a returned error response said.
 
-Retry rules (DESIGN 5): reads retry on 429, 5xx, timeouts and connection errors; writes retry
-only where the request surely was not processed (429, connection refused or timed out, no
-pool slot). A write that timed out, lost its connection after sending, or got a 5xx raises
-:class:`~janitor.errors.OutcomeUnknown`; 401/403 raise :class:`~janitor.errors.AuthFailed`.
+Each target reads its error responses with its provider family's error model
+(:mod:`janitor.http_errors`; ``STATUS`` by default), so what counts as throttling or an auth
+failure does not depend on the status alone:
+
+- ``THROTTLED`` (429, or e.g. a Glue 400 ``ThrottlingException``): ``Retry-After`` is honoured
+  (it holds every request of the target), reads and writes are retried (a throttled request was
+  not processed), and :class:`~janitor.errors.Throttled` is raised when the attempts run out.
+- ``AUTH`` (401/403, or e.g. a Glue 400 ``AccessDeniedException``):
+  :class:`~janitor.errors.AuthFailed`, never retried.
+- ``SERVER`` (5xx, 408, Glue's ``OperationTimeoutException``): reads are retried; a write raises
+  :class:`~janitor.errors.OutcomeUnknown` (it may have been processed).
+- Anything else is returned to the provider.
+
+Retry rules otherwise (DESIGN 5): reads also retry timeouts and connection errors; writes retry
+only where the request surely was not processed (throttled, connection refused or timed out, no
+pool slot). A write that timed out or lost its connection after sending raises
+:class:`~janitor.errors.OutcomeUnknown`. The exceptions carry the :class:`ErrorInfo` and say it
+in their message; never a request header or a query string.
+
+The circuit breaker counts server errors and transport failures. Throttling is not a failure
+(backoff handles it), and neither is an auth failure: an auth failure is never retried, so it
+makes no storm of requests to stop; it says nothing about the provider's health; and DESIGN 5
+wants the next call after a credential fix (token files are re-read when they change) to go
+through at once, not to wait out a breaker's cooldown. Repeated auth failures are reported by
+the failed listing or action itself (``list_failed``, an alert), not by the breaker.
+
+Metrics: ``janitor_provider_requests_total{target,method,status}`` counts every request (an
+error class name for transport errors); ``janitor_provider_errors_total{target,kind}`` counts
+every error response by its model's kind.
 
 Every request of a target, in this order: the circuit breaker (fail fast while open), a
 concurrency slot, the request budget and any ``Retry-After`` hold (checked inside the slot,
@@ -41,6 +67,7 @@ from janitor.errors import (
     ProviderUnavailable,
     Throttled,
 )
+from janitor.http_errors import STATUS, ErrorInfo, ErrorKind, ErrorModel
 
 log = logging.getLogger(__name__)
 
@@ -312,9 +339,11 @@ class TargetHttp:
         read_attempts: int = 4,
         write_attempts: int = 3,
         retry_timeout: float = 60.0,
+        errors: ErrorModel = STATUS,
     ) -> None:
         self.target = target
         self.client = client
+        self.errors = errors
         self.limiter = RateLimiter(target, rate)
         self.breaker = CircuitBreaker(target)
         self._slots = asyncio.Semaphore(concurrency)
@@ -323,8 +352,17 @@ class TargetHttp:
         self._retry_timeout = retry_timeout
         self.server_skew: timedelta | None = None
 
+    def error_info(self, response: httpx.Response) -> ErrorInfo:
+        """What ``response`` said, read with this target's error model (``kind`` None: no error).
+
+        For the error responses :meth:`read` and :meth:`write` return to the provider, e.g. a
+        Glue 400 ``EntityNotFoundException`` (``NOT_FOUND``: already absent) or an OCI 409
+        ``IncorrectState`` (``NOT_NOW``: skipped, decided again next sweep).
+        """
+        return self.errors.read(response)
+
     async def read(self, method: str, url: str, **kw: Any) -> httpx.Response:
-        """A request without side effects; retried on 429, 5xx, timeouts, connection errors."""
+        """A request without side effects; retried when throttled, on server errors and timeouts."""
         return await self._retried(method, url, write=False, **kw)
 
     async def write(self, method: str, url: str, **kw: Any) -> httpx.Response:
@@ -371,34 +409,31 @@ class TargetHttp:
         return ProviderUnavailable(f"{where}: {kind}", target=self.target)
 
     def _classify(self, response: httpx.Response, where: str, write: bool) -> httpx.Response:
-        status = response.status_code
-        request_id = _request_id(response.headers)
-        if status == 429:
+        info = self.errors.read(response)
+        if info.kind is None:
             self.breaker.record(True)
+            return response
+        metrics.PROVIDER_ERRORS.labels(self.target, info.kind).inc()
+        fields: dict[str, Any] = {
+            "target": self.target,
+            "status": info.status,
+            "request_id": _request_id(response.headers),
+            "info": info,
+        }
+        if info.kind is ErrorKind.SERVER:
+            self.breaker.record(False)
+            error = OutcomeUnknown if write else ProviderUnavailable
+            raise error(f"{where}: {info}", **fields)
+        self.breaker.record(True)  # throttling and auth failures are not a failing provider
+        if info.kind is ErrorKind.THROTTLED:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             if retry_after:
                 self.limiter.hold(retry_after)
             raise Throttled(
-                f"{where}: 429 throttled",
-                target=self.target,
-                status=status,
-                request_id=request_id,
-                retry_after=retry_after,
+                f"{where}: {info.status} throttled{_said(info)}", retry_after=retry_after, **fields
             )
-        if status >= 500:
-            self.breaker.record(False)
-            error = OutcomeUnknown if write else ProviderUnavailable
-            raise error(
-                f"{where}: {status}", target=self.target, status=status, request_id=request_id
-            )
-        self.breaker.record(True)
-        if status in (401, 403):
-            raise AuthFailed(
-                f"{where}: {status} credentials rejected",
-                target=self.target,
-                status=status,
-                request_id=request_id,
-            )
+        if info.kind is ErrorKind.AUTH:
+            raise AuthFailed(f"{where}: {info.status} credentials rejected{_said(info)}", **fields)
         return response
 
     def _count(self, method: str, status: str) -> None:
@@ -433,6 +468,11 @@ def _retry_write(exc: Exception) -> bool | float:
     return isinstance(exc, ProviderUnavailable) and exc.status is None
 
 
+def _said(info: ErrorInfo) -> str:
+    """`` (400 ThrottlingException: Rate exceeded)``, or nothing when only the status is known."""
+    return f" ({info})" if info.code or info.message else ""
+
+
 def _request_id(headers: Mapping[str, str]) -> str | None:
     for name in ("opc-request-id", "x-request-id", "x-amzn-requestid", "x-jupyter-request-id"):
         if name in headers:
@@ -456,8 +496,12 @@ def make_target_http(
     transport: httpx.AsyncBaseTransport | None = None,
     headers: Mapping[str, str] | None = None,
     event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
+    errors: ErrorModel = STATUS,
 ) -> TargetHttp:
-    """Build a target's client: explicit timeouts everywhere, bounded pool, no redirects."""
+    """Build a target's client: explicit timeouts everywhere, bounded pool, no redirects.
+
+    ``errors`` is the provider family's error model (:mod:`janitor.http_errors`).
+    """
     seconds = timeout.total_seconds()
     client = httpx.AsyncClient(
         base_url=base_url,
@@ -470,7 +514,9 @@ def make_target_http(
         trust_env=True,
         event_hooks=dict(event_hooks or {}),
     )
-    return TargetHttp(target=target, client=client, concurrency=concurrency, rate=rate)
+    return TargetHttp(
+        target=target, client=client, concurrency=concurrency, rate=rate, errors=errors
+    )
 
 
 async def post_json(

@@ -2,7 +2,8 @@
 
 Labels are bounded: ``target`` (configured names), ``state`` (the seven normalized states),
 ``action``, ``outcome``, ``method``, ``status`` (an HTTP status or an error class name),
-``scope`` and ``kind`` (small fixed sets). The audit chain head is exported as an info metric
+``scope`` and ``kind`` (small fixed sets: an alert's cause kind, an error response's
+:class:`~janitor.http_errors.ErrorKind`). The audit chain head is exported as an info metric
 whose one sample is replaced after every sweep, beside a plain row count, so the count stays
 one time series (a shrinking count means rows were deleted).
 """
@@ -48,6 +49,13 @@ PROVIDER_REQUESTS = Counter(
     "janitor_provider_requests",
     "Provider HTTP requests by target, method and status (or error class)",
     ["target", "method", "status"],
+    registry=REGISTRY,
+)
+PROVIDER_ERRORS = Counter(
+    "janitor_provider_errors",
+    "Provider error responses by target and kind (throttled, auth, not_now, not_found, "
+    "invalid_state, server, other), as the target's error model classified them",
+    ["target", "kind"],
     registry=REGISTRY,
 )
 RATE_LIMIT_WAITS = Counter(

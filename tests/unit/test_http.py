@@ -40,6 +40,16 @@ from janitor.http import (
     parse_retry_after,
     post_json,
 )
+from janitor.http_errors import (
+    AWS_JSON,
+    HUAWEI,
+    OCI,
+    PROBLEM_JSON,
+    STATUS,
+    ErrorInfo,
+    ErrorKind,
+    ErrorModel,
+)
 from janitor.metrics import REGISTRY
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -521,6 +531,231 @@ def test_a_retry_after_makes_requests_queued_for_a_slot_wait_too() -> None:
     assert len(arrivals) == 2
     assert held_until >= throttled_at[0] + 1.0
     assert arrivals[1] >= held_until
+
+
+# --- error models through the shared client (DESIGN 6 "Errors") ------------------------------
+
+THROTTLING = {"__type": "ThrottlingException", "message": "Rate exceeded"}
+DENIED = {
+    "__type": "AccessDeniedException",
+    "Message": "User: arn:aws:sts::123456789012:assumed-role/janitor/i-0abc is not authorized "
+    "to perform: glue:GetSession",
+}
+SIGNED = {"authorization": "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE, Signature=s3cretsig"}
+
+
+def _errors(target: str, kind: str) -> float:
+    labels = {"target": target, "kind": kind}
+    return REGISTRY.get_sample_value("janitor_provider_errors_total", labels) or 0.0
+
+
+def _requests(target: str, status: str) -> float:
+    labels = {"target": target, "method": "POST", "status": status}
+    return REGISTRY.get_sample_value("janitor_provider_requests_total", labels) or 0.0
+
+
+def _client(
+    handler: Callable[[httpx.Request], httpx.Response], target: str, errors: ErrorModel = AWS_JSON
+) -> TargetHttp:
+    return make_target_http(
+        target=target,
+        base_url="http://glue.test/",
+        auth=None,
+        timeout=timedelta(seconds=30),
+        concurrency=2,
+        rate=1000.0,
+        transport=httpx.MockTransport(handler),
+        errors=errors,
+    )
+
+
+def test_a_glue_400_throttling_on_a_read_is_retried_until_it_succeeds() -> None:
+    server = Server(httpx.Response(400, json=THROTTLING), httpx.Response(400, json=THROTTLING))
+    response = _call(_client(server, "g-read"), "POST", "/", write=False)
+    assert response.status_code == 200
+    assert len(server.requests) == 3
+    assert _errors("g-read", "throttled") == 2
+    assert _requests("g-read", "400") == 2
+
+
+def test_a_glue_400_throttling_honours_retry_after() -> None:
+    arrivals: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        arrivals.append(time.monotonic())
+        if len(arrivals) == 1:
+            return httpx.Response(400, json=THROTTLING, headers={"Retry-After": "0.2"})
+        return httpx.Response(200, json={"Sessions": []})
+
+    http = _client(handler, "g-retry-after")
+    assert _call(http, "POST", "/", write=False).status_code == 200
+    assert len(arrivals) == 2
+    assert arrivals[1] >= http.limiter.held_until >= arrivals[0] + 0.2
+
+
+def test_a_glue_400_throttling_on_a_write_is_retried_as_it_was_not_processed() -> None:
+    server = Server(httpx.Response(400, json=THROTTLING))
+    response = _call(_client(server, "g-write"), "POST", "/", write=True)
+    assert response.status_code == 200
+    assert len(server.requests) == 2
+
+
+def test_persistent_glue_throttling_raises_throttled_and_does_not_open_the_breaker() -> None:
+    server = Server(*[httpx.Response(400, json=THROTTLING)] * 9)
+    http = _client(server, "g-storm")
+    caught: list[Throttled] = []
+
+    async def scenario() -> int:
+        for write in (False, True, False):
+            with pytest.raises(Throttled) as raised:
+                await (http.write if write else http.read)("POST", "/", headers=SIGNED)
+            caught.append(raised.value)
+        response = await http.read("POST", "/")  # the breaker lets it through
+        await http.aclose()
+        return response.status_code
+
+    assert asyncio.run(scenario()) == 200
+    assert len(server.requests) == 10  # three attempts each, then the call that succeeds
+    assert http.breaker.state == "closed"
+    assert str(caught[-1]) == "POST /: 400 throttled (400 ThrottlingException: Rate exceeded)"
+    assert caught[-1].info == ErrorInfo(
+        status=400, kind=ErrorKind.THROTTLED, code="ThrottlingException", message="Rate exceeded"
+    )
+    assert caught[-1].status == 400
+    assert _errors("g-storm", "throttled") == 9
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["read", "write"])
+def test_a_glue_400_access_denied_is_an_auth_failure_and_not_retried(write: bool) -> None:
+    target = f"g-denied-{write}"
+    server = Server(httpx.Response(400, json=DENIED, headers={"x-amzn-RequestId": "req-1"}))
+    http = _client(server, target)
+
+    async def scenario() -> None:
+        try:
+            await (http.write if write else http.read)("POST", "/?token=s3cret", headers=SIGNED)
+        finally:
+            await http.aclose()
+
+    with pytest.raises(AuthFailed) as caught:
+        asyncio.run(scenario())
+    assert len(server.requests) == 1
+    error = caught.value
+    assert str(error) == (
+        "POST /: 400 credentials rejected (400 AccessDeniedException: User: "
+        "arn:aws:sts::123456789012:assumed-role/janitor/i-0abc is not authorized to perform: "
+        "glue:GetSession)"
+    )
+    assert "s3cret" not in str(error)
+    assert (error.status, error.request_id) == (400, "req-1")
+    assert error.info is not None
+    assert error.info.kind is ErrorKind.AUTH
+    assert http.breaker.state == "closed"
+    assert _errors(target, "auth") == 1
+
+
+def test_an_auth_failure_storm_does_not_open_the_breaker() -> None:
+    server = Server(*[httpx.Response(400, json=DENIED)] * 6)
+    http = _client(server, "g-auth-storm")
+
+    async def scenario() -> int:
+        for _ in range(6):
+            with pytest.raises(AuthFailed):
+                await http.read("POST", "/")
+        response = await http.read("POST", "/")  # a fixed credential goes through at once
+        await http.aclose()
+        return response.status_code
+
+    assert asyncio.run(scenario()) == 200
+    assert http.breaker.state == "closed"
+    assert len(server.requests) == 7
+
+
+def test_an_oci_409_incorrect_state_comes_back_to_the_provider_as_not_now() -> None:
+    body = {"code": "IncorrectState", "message": "The session is being updated"}
+    server = Server(httpx.Response(409, json=body))
+    http = _client(server, "o-409", OCI)
+
+    async def scenario() -> httpx.Response:
+        response = await http.write("DELETE", "sessions/s-1")
+        await http.aclose()
+        return response
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 409
+    assert len(server.requests) == 1
+    assert http.error_info(response) == ErrorInfo(
+        status=409,
+        kind=ErrorKind.NOT_NOW,
+        code="IncorrectState",
+        message="The session is being updated",
+    )
+    assert _errors("o-409", "not_now") == 1
+
+
+def test_a_glue_400_entity_not_found_comes_back_to_the_provider() -> None:
+    body = {"__type": "EntityNotFoundException", "message": "Session s-1 not found."}
+    server = Server(httpx.Response(400, json=body))
+    http = _client(server, "g-gone")
+    response = _call(http, "POST", "/", write=True)
+    assert http.error_info(response).kind is ErrorKind.NOT_FOUND
+    assert len(server.requests) == 1
+    assert _errors("g-gone", "not_found") == 1
+
+
+def test_a_glue_operation_timeout_is_unknown_on_a_write_and_retried_on_a_read() -> None:
+    timeout = {"__type": "OperationTimeoutException", "message": "The operation timed out."}
+    server = Server(httpx.Response(400, json=timeout))
+    with pytest.raises(OutcomeUnknown, match=r"POST /: 400 OperationTimeoutException") as caught:
+        _call(_client(server, "g-timeout"), "POST", "/", write=True)
+    assert caught.value.info is not None
+    assert caught.value.info.kind is ErrorKind.SERVER
+    assert len(server.requests) == 1
+
+    server = Server(httpx.Response(400, json=timeout))
+    assert _call(_client(server, "g-timeout"), "POST", "/", write=False).status_code == 200
+    assert len(server.requests) == 2
+    assert _errors("g-timeout", "server") == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "status", "body"),
+    [
+        (AWS_JSON, 400, THROTTLING),
+        (OCI, 429, {"code": "TooManyRequests", "message": "Too many requests"}),
+        (HUAWEI, 429, {"error_code": "APIG.0308", "error_msg": "over ratelimit"}),
+        (PROBLEM_JSON, 429, {"type": "about:blank", "title": "Too Many Requests"}),
+        (STATUS, 429, None),
+    ],
+    ids=lambda value: getattr(value, "name", None),
+)
+def test_every_models_throttling_is_retried(
+    model: ErrorModel, status: int, body: dict[str, str] | None
+) -> None:
+    target = f"throttled-{model.name}"
+    server = Server(httpx.Response(status, json=body))
+    assert _call(_client(server, target, model), "POST", "/", write=True).status_code == 200
+    assert len(server.requests) == 2
+    assert _errors(target, "throttled") == 1
+
+
+def test_the_status_model_returns_a_400_whatever_its_body_says() -> None:
+    server = Server(httpx.Response(400, json=THROTTLING))
+    http = _client(server, "s-400", STATUS)
+    response = _call(http, "POST", "/", write=False)
+    assert response.status_code == 400
+    assert len(server.requests) == 1
+    assert http.error_info(response) == ErrorInfo(
+        status=400, kind=ErrorKind.OTHER, message="Rate exceeded"
+    )
+
+
+def test_a_2xx_is_no_error_and_is_not_counted_as_one() -> None:
+    http = _client(Server(), "g-ok")
+    response = _call(http, "POST", "/", write=False)
+    assert http.error_info(response) == ErrorInfo(status=200, kind=None)
+    assert _requests("g-ok", "200") == 1
+    assert all(_errors("g-ok", kind) == 0 for kind in ErrorKind)
 
 
 # --- headers, auth and client settings -----------------------------------------------------
