@@ -56,8 +56,8 @@ from janitor.clock import Clock
 from janitor.errors import ActionRejected, MalformedResponse
 from janitor.http import TargetHttp, make_target_http
 from janitor.model import Action, InvalidRecord, Listing, Session, State
-from janitor.providers.base import HttpTargetConfig, Receipt
-from janitor.settings import TargetConfig
+from janitor.providers.base import Receipt
+from janitor.targets import JupyterConfig, TargetConfig
 from janitor.timestamps import parse_iso
 
 STATES: dict[str, State] = {
@@ -70,10 +70,6 @@ STATES: dict[str, State] = {
     "dead": State.DEAD,
 }
 NO_TRACK = {"no_track_activity": "1"}
-
-
-class JupyterConfig(HttpTargetConfig):
-    """A Jupyter Server target: ``base_url`` plus ``token`` or ``token_file``."""
 
 
 class JupyterProvider:
