@@ -1,10 +1,12 @@
-"""``janitor run``: the scheduler, signals, sd_notify, the health server and the DB watch.
+"""``janitor run``: the scheduler, signals, sd_notify and the health server.
 
 * APScheduler's AsyncIOScheduler runs the sweep on an interval with jitter,
   ``max_instances=1`` and ``coalesce``; the first sweep runs at start. Policies are re-read
   every sweep, so edits apply without a restart.
-* The database is watched every few seconds: while it is down (or its schema is old) the
-  daemon stays up, runs no sweep, is not ready, and says why in STATUS and the log.
+* The database is watched every few seconds (:class:`~janitor.dbwatch.DatabaseWatch`): while
+  it is down (or its schema is old) the daemon stays up, runs no sweep, is not ready, and says
+  why in STATUS and the log; when it comes back, a sweep runs at once.
+* After every sweep the new audit rows are verified (:class:`~janitor.chainwatch.ChainWatch`).
 * READY=1 once the database is checked and the scheduler started; WATCHDOG=1 only while
   the loop is healthy and no sweep overran; STATUS after every sweep; STOPPING=1 on shutdown.
 * SIGTERM/SIGINT: no new actions, the call in flight gets the shutdown grace (its outcome is
@@ -24,25 +26,23 @@ from typing import Any
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from janitor import metrics
+from janitor.chainwatch import ChainWatch
+from janitor.dbwatch import DatabaseWatch
 from janitor.durations import format_duration
-from janitor.errors import SchemaOutdated, StoreError
+from janitor.errors import StoreError
 from janitor.model import AuditEvent, AuditKind
 from janitor.observability import sentry
 from janitor.observability.health import Health, HealthServer
 from janitor.observability.sdnotify import notify, watchdog_interval
 from janitor.runtime import Runtime, db
 from janitor.settings import Config
-from janitor.store.audit import Checkpoint
 from janitor.sweep import SweepReport, run_sweep
 
 log = logging.getLogger(__name__)
-DB_CHECK_PERIOD = 5.0
-FULL_VERIFY_PERIOD = 3600.0  # seconds between walks of the whole audit chain
 
 
 class Daemon:
-    """One janitor process: owns the runtime, the scheduler and the health state."""
+    """One janitor process: owns the runtime, the scheduler, the health state and the watches."""
 
     def __init__(self, rt: Runtime, *, health_server: bool = True) -> None:
         self.rt = rt
@@ -53,13 +53,12 @@ class Daemon:
             overrun_grace=2 * settings.shutdown_grace.total_seconds(),
         )
         self.server = HealthServer(settings.listen, self.health) if health_server else None
+        self.db_watch = DatabaseWatch(rt.store, self.health, auto_upgrade=settings.auto_upgrade)
+        self.chain_watch = ChainWatch(rt.store.audit, rt.alerter)
         self.scheduler: AsyncIOScheduler | None = None
         self.sweep_task: asyncio.Task[Any] | None = None
         self.ready_sent = False
-        self.schema_outdated = False
         self.last_report: SweepReport | None = None
-        self.chain: Checkpoint | None = None  # how far the audit chain is verified
-        self.chain_full_at = -FULL_VERIFY_PERIOD  # when it was last verified from the start
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the exit code."""
@@ -70,8 +69,8 @@ class Daemon:
             self.server.start()
         sentry.init_sentry(self.rt.config)
         self._announce()
-        await self._update_database()
-        if self.schema_outdated:
+        await self.db_watch.check()
+        if self.db_watch.schema_outdated:
             log.critical(
                 "refusing to start: %s (or set auto_upgrade = true)", self.health.db_problem
             )
@@ -83,7 +82,7 @@ class Daemon:
         self._maybe_ready()
         tasks = [
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
-            asyncio.create_task(self._watch_database(), name="db-watch"),
+            asyncio.create_task(self.db_watch.watch(self._database_checked), name="db-watch"),
         ]
         if (interval := watchdog_interval()) is not None:
             tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
@@ -172,7 +171,7 @@ class Daemon:
             self.health.sweep_started = None
             self.sweep_task = None
         self._after_sweep(report, time.monotonic() - started)
-        await self.verify_chain()
+        await self.chain_watch.verify()
 
     async def _timed_out(self, timeout: float) -> None:
         message = f"sweep cancelled after its timeout of {timeout:.0f}s"
@@ -205,31 +204,6 @@ class Daemon:
             sentry.checkin(not any(t.failed for t in held), seconds)
         notify(f"STATUS={status_line(report)}")
 
-    async def verify_chain(self, *, full: bool = False) -> bool:
-        """Verify the audit rows written since the last check; alert when the chain broke.
-
-        The first call, and one an hour (or with ``full``), walks the whole chain in a
-        worker thread; the others only the new rows, plus a check that the last verified
-        row is still there unchanged.
-        """
-        full = full or time.monotonic() - self.chain_full_at > FULL_VERIFY_PERIOD
-        try:
-            result = await db(self.rt.store.audit.verify, since=None if full else self.chain)
-            if full:
-                self.chain_full_at = time.monotonic()
-        except StoreError as exc:
-            log.warning("audit chain not verified now: %s", exc)
-            return True
-        if result.ok:
-            self.chain = result.checkpoint or self.chain
-            self.rt.alerter.clear("chain_broken")
-            return True
-        problems = "; ".join(result.problems[:3])
-        await self.rt.alerter.raise_(
-            "chain_broken", "chain_broken", f"the audit hash chain is broken: {problems}"
-        )
-        return False
-
     async def _heartbeat(self) -> None:
         while True:
             self.health.beat()
@@ -244,50 +218,16 @@ class Daemon:
                 log.error("watchdog not fed: %s", "; ".join(problems))
             await asyncio.sleep(interval)
 
-    async def _watch_database(self) -> None:
-        while True:
-            await asyncio.sleep(DB_CHECK_PERIOD)
-            was_ok = self.health.db_ok
-            await self._update_database()
-            self._maybe_ready()
-            if self.health.db_ok and not was_ok and self.scheduler is not None:
-                log.info("database is back: sweeping now")
-                self.scheduler.modify_job("sweep", next_run_time=datetime.now(UTC))
-
-    async def _update_database(self) -> None:
-        ok, problem = await self._check_database()
-        if ok != self.health.db_ok or problem != self.health.db_problem:
-            if ok:
-                log.info("database %s is usable", self.rt.store.db.display_url)
-            else:
-                log.error("database not usable, no sweeps until it is: %s", problem)
-                notify(f"STATUS=not ready: {problem}")
-        self.health.db_ok, self.health.db_problem = ok, problem
+    def _database_checked(self, was_ok: bool) -> None:
+        self._maybe_ready()
+        if self.health.db_ok and not was_ok and self.scheduler is not None:
+            log.info("database is back: sweeping now")
+            self.scheduler.modify_job("sweep", next_run_time=datetime.now(UTC))
 
     def _maybe_ready(self) -> None:
         if self.health.db_ok and not self.ready_sent and self.scheduler is not None:
             notify("READY=1", "STATUS=ready; first sweep running")
             self.ready_sent = True
-
-    async def _check_database(self) -> tuple[bool, str]:
-        database = self.rt.store.db
-        auto = self.rt.config.settings.auto_upgrade
-        if auto is None:
-            auto = database.dialect == "sqlite"
-        self.schema_outdated = False
-        try:
-            if auto and not await db(database.schema_is_current):
-                log.info("upgrading the database schema (auto_upgrade)")
-                await db(database.upgrade)
-            await db(database.check_schema)
-            paused = await db(self.rt.store.pause.get)
-            metrics.PAUSED.set(1 if paused.paused else 0)
-        except SchemaOutdated as exc:
-            self.schema_outdated = True
-            return False, str(exc)
-        except StoreError as exc:
-            return False, f"database unreachable: {exc}"
-        return True, ""
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
         sweep = self.sweep_task

@@ -2,9 +2,10 @@
 
 Precedence, highest first: environment, secret files in ``$CREDENTIALS_DIRECTORY`` (systemd
 ``LoadCredential=``, named like ``janitor_database_url``), the TOML file, defaults. Targets
-come only from the TOML file; each provider validates its own keys (see
-``janitor.providers``). Every failure is a :class:`~janitor.errors.ConfigError` whose message
-names the file and the key.
+come only from the TOML file; each is validated by its provider's model in
+:mod:`janitor.targets` (chosen through the registry in :mod:`janitor.providers`, without
+importing the provider), and a provider whose optional extra is not installed is an error.
+Every failure is a :class:`~janitor.errors.ConfigError` whose message names the file and the key.
 """
 
 from __future__ import annotations
@@ -25,26 +26,22 @@ from pydantic_settings import (
 
 from janitor.durations import Duration
 from janitor.errors import ConfigError, UnknownProvider
+from janitor.providers import config_model, require_extra
+from janitor.targets import TargetConfig
+
+__all__ = [  # TargetConfig is re-exported for modules that import it from here
+    "Config",
+    "NotifyConfig",
+    "SentryConfig",
+    "Settings",
+    "TargetConfig",
+    "default_database_url",
+    "format_validation_error",
+    "load_config",
+    "resolve_config_path",
+]
 
 DEFAULT_CONFIG = Path("/etc/janitor/janitor.toml")
-TARGET_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-
-
-class TargetConfig(BaseModel):
-    """Keys every target has. Providers subclass it with their own keys (``extra`` forbidden)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=TARGET_NAME_PATTERN)
-    provider: str
-    max_actions_per_sweep: int | None = Field(default=None, ge=0)
-    max_actions_percent: float | None = Field(default=None, gt=0, le=100)
-    requests_per_second: float = Field(default=10.0, gt=0)
-    max_concurrency: int = Field(default=4, ge=1, le=64)
-    timeout: Duration = timedelta(seconds=30)
-    skew_tolerance: Duration = timedelta(minutes=2)
-    max_population_drop_percent: float = Field(default=50.0, gt=0, le=100)
-    settle_timeout: Duration | None = None
 
 
 class NotifyConfig(BaseModel):
@@ -194,8 +191,6 @@ def _read_toml(path: Path, named: bool) -> dict[str, Any]:
 
 
 def _validate_target(source: str, index: int, raw: dict[str, Any]) -> TargetConfig:
-    from janitor.providers import config_model  # the registry; imported lazily
-
     where = f"targets[{index}]"
     if "name" in raw:
         where += f" (name={raw['name']!r})"
@@ -207,21 +202,14 @@ def _validate_target(source: str, index: int, raw: dict[str, Any]) -> TargetConf
     except UnknownProvider as exc:
         raise ConfigError(f"{source}: key {where}.provider: {exc}") from None
     try:
-        return model.model_validate(_resolve_credential_paths(raw))
+        target = model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc, prefix=where)) from None
-
-
-def _resolve_credential_paths(raw: dict[str, Any]) -> dict[str, Any]:
-    """A relative ``*_file`` resolves against ``$CREDENTIALS_DIRECTORY`` when it is set."""
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not creds:
-        return raw
-    resolved = dict(raw)
-    for key, value in raw.items():
-        if key.endswith("_file") and isinstance(value, str) and not os.path.isabs(value):
-            resolved[key] = os.path.join(creds, value)
-    return resolved
+    try:
+        require_extra(provider, target=target.name)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return target
 
 
 def _check_unique_names(source: str, targets: tuple[TargetConfig, ...]) -> None:

@@ -2,9 +2,10 @@
 
 * no ``sentry-trace``/``baggage`` headers on provider requests (``trace_propagation_targets=[]``,
   and :class:`janitor.http.StripTraceHeaders` removes any that slip through);
-* every configured secret (and the password of the database URL, and the content of token
-  files at start) is scrubbed from events before they leave the process; frame locals are
-  never sent;
+* every configured secret (and the password of the database URL, and, read at start, the
+  content of every target's secret files and of the secrets its OCI profile names; see
+  :meth:`janitor.targets.TargetConfig.secret_values`) is scrubbed from events before they
+  leave the process; frame locals are never sent;
 * alerts (a blocked policy, a failed target, a sweep timeout) and failed actions become
   error events, grouped by kind and tags rather than by their changing text; each sweep of a
   lease holder sends a Crons check-in.
@@ -20,7 +21,6 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,15 +44,10 @@ def secrets_of(config: Config) -> list[str]:
         settings.notify.webhook_url,
         *settings.notify.webhook_headers.values(),
     ]
-    files: list[Path] = []
-    for target in config.targets:
-        for name, value in target.__dict__.items():
-            candidates.append(value)
-            if name.endswith("_file") and isinstance(value, Path | str):
-                files.append(Path(value))
     values = [c.get_secret_value() for c in candidates if isinstance(c, SecretStr)]
     values += [p for v in values if (p := _url_password(v))]
-    values += [c for c in (_read_secret_file(f) for f in files) if c]
+    for target in config.targets:
+        values += target.secret_values()
     unique = {v for v in values if len(v) >= MIN_SECRET_LENGTH}
     return sorted(unique, key=len, reverse=True)
 
@@ -61,15 +56,6 @@ def _url_password(value: str) -> str | None:
     try:
         return urlsplit(value).password
     except ValueError:
-        return None
-
-
-def _read_secret_file(path: Path) -> str | None:
-    try:
-        if path.stat().st_size > 64 * 1024:
-            return None
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
         return None
 
 

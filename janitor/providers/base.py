@@ -25,34 +25,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
-
-from pydantic import SecretStr, field_validator
 
 from janitor.http import TargetHttp
 from janitor.model import Action, Listing, Session, State
 from janitor.providers.kit import ActionSpec, ParentRelation, Settlement, judge
-from janitor.settings import TargetConfig
+from janitor.targets import TargetConfig
 
 if TYPE_CHECKING:
     from janitor.clock import Clock
-
-
-class HttpTargetConfig(TargetConfig):
-    """Keys of targets reached over HTTP with a bearer-style token."""
-
-    base_url: str
-    token: SecretStr | None = None
-    token_file: Path | None = None
-
-    @field_validator("base_url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            # The value is not echoed: a URL may carry credentials.
-            raise ValueError("expected an http:// or https:// URL")
-        return value if value.endswith("/") else value + "/"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

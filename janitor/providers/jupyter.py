@@ -56,9 +56,9 @@ from janitor.clock import Clock
 from janitor.errors import ActionRejected, MalformedResponse
 from janitor.http import TargetHttp, make_target_http
 from janitor.model import Action, InvalidRecord, Listing, Session, State
-from janitor.providers.base import HttpTargetConfig, ProviderBase, Receipt
+from janitor.providers.base import ProviderBase, Receipt
 from janitor.providers.kit import ActionSpec, ParentRelation, allowed_actions
-from janitor.settings import TargetConfig
+from janitor.targets import JupyterConfig, TargetConfig
 from janitor.timestamps import parse_iso
 
 STATES: dict[str, State] = {
@@ -74,10 +74,6 @@ NO_TRACK = {"no_track_activity": "1"}
 SPECS = {
     Action.DELETE: ActionSpec(action=Action.DELETE, applies_to=frozenset(STATES)),
 }
-
-
-class JupyterConfig(HttpTargetConfig):
-    """A Jupyter Server target: ``base_url`` plus ``token`` or ``token_file``."""
 
 
 class JupyterProvider(ProviderBase):

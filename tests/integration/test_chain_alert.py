@@ -40,25 +40,25 @@ def test_a_tampered_chain_raises_one_alert_until_it_clears(
             clock,
             sentry=lambda kind, message, tags: alerts.append((kind, message)),
         )
-        daemon = Daemon(rt, health_server=False)
+        watch = Daemon(rt, health_server=False).chain_watch
         write(3)
-        assert await daemon.verify_chain()
-        assert daemon.chain is not None
-        first = daemon.chain.id
+        assert await watch.verify()
+        assert watch.checkpoint is not None
+        first = watch.checkpoint.id
         write(2)
-        assert await daemon.verify_chain()
-        assert daemon.chain.id > first, "only the new rows were walked"
+        assert await watch.verify()
+        assert watch.checkpoint.id > first, "only the new rows were walked"
         with store.db.engine.begin() as conn:
             conn.execute(
                 text("UPDATE audit_events SET reason = 'x' WHERE id = :i"), {"i": first + 1}
             )
         write(1)
-        assert await daemon.verify_chain(), "an old row is only seen by a full walk"
-        assert not await daemon.verify_chain(full=True)
-        assert not await daemon.verify_chain(full=True)  # still broken: no second alert
+        assert await watch.verify(), "an old row is only seen by a full walk"
+        assert not await watch.verify(full=True)
+        assert not await watch.verify(full=True)  # still broken: no second alert
         with store.db.engine.begin() as conn:
             conn.execute(text("DELETE FROM audit_events WHERE id > :i"), {"i": first})
-        assert not await daemon.verify_chain(), "a truncation below the checkpoint"
+        assert not await watch.verify(), "a truncation below the checkpoint"
 
     asyncio.run(main())
     assert [kind for kind, _ in alerts] == ["chain_broken"]

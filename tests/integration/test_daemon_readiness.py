@@ -2,7 +2,7 @@
 
 The database is made unreachable with ``ALLOW_CONNECTIONS false`` plus terminating its
 sessions, then brought back. The daemon re-checks the database every few seconds
-(``janitor.daemon.DB_CHECK_PERIOD``); the waits below are hang guards, not timings.
+(``janitor.dbwatch.DB_CHECK_PERIOD``); the waits below are hang guards, not timings.
 """
 
 from __future__ import annotations

@@ -79,7 +79,10 @@ def test_default_database_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         ('listen = "9465"\n', "key listen: expected HOST:PORT"),
         (
             '[[targets]]\nname = "x"\nprovider = "nope"\n',
-            "key targets[0] (name='x').provider: unknown provider 'nope'; known providers: jupyter",
+            (
+                "key targets[0] (name='x').provider: unknown provider 'nope'; "
+                "known providers: aidp, ess, fabric_sql, glue, jupyter"
+            ),
         ),
         ('[[targets]]\nname = "x"\n', "key targets[0] (name='x').provider is required"),
         (
