@@ -12,6 +12,8 @@ listing drops finished requests):
   alert;
 * an action under way stays open; when it was not known to be under way (a crash, an
   ``unknown``), an ``accepted`` row records that it is;
+* an action whose provider needs its call made again (Glue deletes a session once it has
+  stopped) gets it through the same guarded call as a first one: kill switch, lease, outcome;
 * the action is never re-issued blindly, and while an intent is open no new action is taken
   on its record (or, where actions cascade, on its descendants).
 """
@@ -21,9 +23,19 @@ from __future__ import annotations
 import logging
 
 from janitor import metrics
+from janitor.actions import call, close, lease_lost, may_start, receipt_outcome
 from janitor.context import TargetRun
 from janitor.errors import LeaseLost, ProviderError
-from janitor.model import Action, AuditEvent, Outcome, Session, State
+from janitor.model import (
+    OPEN_OUTCOMES,
+    Action,
+    AuditEvent,
+    Decision,
+    Outcome,
+    Session,
+    State,
+    Verdict,
+)
 from janitor.providers.kit import Settlement
 from janitor.runtime import db
 from janitor.store.audit import OpenIntent
@@ -47,6 +59,13 @@ async def reconcile(run: TargetRun) -> tuple[int, dict[str, str]]:
             log.warning("intent %s cannot be reconciled yet: %s", intent.id, exc)
             still_open[intent.session_id or ""] = f"intent {intent.id} is not reconciled yet"
             continue
+        if settlement.again and settlement.record is not None:
+            outcome = await _call_again(run, intent, settlement.record, settlement.reason)
+            if outcome is None or outcome in OPEN_OUTCOMES:
+                still_open[intent.session_id or ""] = f"its {intent.action} is not done yet"
+            else:
+                closed += 1
+            continue
         if settlement.outcome is None:
             still_open[intent.session_id or ""] = (
                 f"its {intent.action} of intent {intent.id} is still settling ({settlement.reason})"
@@ -69,6 +88,33 @@ async def reconcile(run: TargetRun) -> tuple[int, dict[str, str]]:
                 target=run.target.name,
             )
     return closed, still_open
+
+
+async def _call_again(
+    run: TargetRun, intent: AuditEvent, record: Session, why: str
+) -> Outcome | None:
+    """Make the intent's call again, with the guards of a first call; its outcome or None."""
+    action = intent.action
+    assert action is not None
+    decision = Decision(
+        session=record, verdict=Verdict.ACT, reason=why, code="settle", action=action
+    )
+    if not await may_start(run) or await lease_lost(run):
+        return None
+    receipt = await call(run, intent, decision, lambda: run.provider.act(action, record))
+    if receipt is None:
+        return None  # the error was recorded as the intent's outcome
+    outcome, reason = receipt_outcome(run, receipt, decision, action)
+    await close(
+        run,
+        intent,
+        decision,
+        outcome,
+        f"settled: {reason}",
+        status=receipt.status,
+        request_id=receipt.request_id,
+    )
+    return outcome
 
 
 async def _settle(run: TargetRun, item: OpenIntent) -> Settlement:

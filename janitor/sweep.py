@@ -475,6 +475,11 @@ def _unmark_rows(run: TargetRun, decisions: Sequence[Decision]) -> list[AuditEve
 
 
 async def _act_all(run: TargetRun, decisions: Sequence[Decision]) -> None:
+    """Carry out the decisions, at most ``max_concurrency`` at once.
+
+    A task group, not gather: when the sweep is cancelled (its timeout, shutdown), the
+    cancellation waits for every call in flight to record its outcome before it goes on.
+    """
     slots = asyncio.Semaphore(run.target.max_concurrency)
 
     async def one(decision: Decision) -> None:
@@ -486,7 +491,12 @@ async def _act_all(run: TargetRun, decisions: Sequence[Decision]) -> None:
             else:
                 await execute(run, decision)
 
-    await asyncio.gather(*(one(d) for d in decisions))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for decision in decisions:
+                group.create_task(one(decision))
+    except* Exception as group:  # noqa: BLE001 (a bug in one action stops the target: name it)
+        raise group.exceptions[0] from None
 
 
 async def _append(run: TargetRun, rows: list[AuditEvent]) -> None:

@@ -90,7 +90,7 @@ async def _deliver(
     )
     problems = []
     if run.provider.native_warning:
-        native = await _native_warn(run, decision, message)
+        native = await _native_warn(run, decision, message, act_after)
         if native:
             problems.append(f"provider warning failed: {native}")
     hook = await run.rt.warner.warn(
@@ -101,7 +101,9 @@ async def _deliver(
     return "; ".join(problems) or None
 
 
-async def _native_warn(run: TargetRun, decision: Decision, message: str) -> str | None:
+async def _native_warn(
+    run: TargetRun, decision: Decision, message: str, act_after: datetime | None
+) -> str | None:
     """Show the warning on the record (once); None when it is shown, else why not."""
     session = decision.session
     if session.warning is not None:
@@ -118,7 +120,9 @@ async def _native_warn(run: TargetRun, decision: Decision, message: str) -> str 
     if pause:
         await close(run, intent, decision, Outcome.BLOCKED, pause, tally=False)
         return pause
-    receipt = await call(run, intent, decision, lambda: run.provider.warn(session, message))
+    receipt = await call(
+        run, intent, decision, lambda: run.provider.warn(session, message, act_after=act_after)
+    )
     if receipt is None:
         return "the provider call failed"
     if receipt.changed or receipt.absent:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from janitor.http import TargetHttp
@@ -86,8 +86,12 @@ class Provider(Protocol):
         """Where an earlier ``action`` on ``session`` stands now (re-read, then judge)."""
         ...
 
-    async def warn(self, session: Session, message: str) -> Receipt:
-        """Show a warning on the record itself (only if ``native_warning``); idempotent."""
+    async def warn(self, session: Session, message: str, *, act_after: datetime | None) -> Receipt:
+        """Show a warning on the record itself (only if ``native_warning``); idempotent.
+
+        ``act_after`` is when janitor will act (None for a ``notify``); ``message`` is the
+        whole warning, for providers that can show it.
+        """
         ...
 
     async def withdraw(self, session: Session, original: str) -> Receipt:
@@ -154,7 +158,7 @@ class ProviderBase:
             timeout=self.config.settle_timeout,
         )
 
-    async def warn(self, session: Session, message: str) -> Receipt:
+    async def warn(self, session: Session, message: str, *, act_after: datetime | None) -> Receipt:
         """No native warning channel: never called (``native_warning`` is False)."""
         raise NotImplementedError(f"{self.name} has no native warning channel")
 

@@ -79,11 +79,18 @@ class ActionSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settlement:
-    """Where an action stands after a fresh read: settled with ``outcome``, or still open."""
+    """Where an action stands after a fresh read: settled with ``outcome``, or still open.
+
+    ``again``: the action needs its call made again now, on ``record`` (Glue: the delete of a
+    session that has finished stopping). janitor makes it with every guard of a first call
+    (kill switch, lease, outcome row); the provider never calls by itself while settling.
+    """
 
     outcome: Outcome | None  # None: still settling (the intent stays open)
     reason: str
     timed_out: bool = False  # failed because it did not settle in time: raise an alert
+    again: bool = False
+    record: Session | None = None
 
 
 def allowed_actions(

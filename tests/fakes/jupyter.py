@@ -14,11 +14,17 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
+from janitor.clock import Clock, FrozenClock
+from janitor.model import Action
+from janitor.providers.base import Provider
+from janitor.providers.jupyter import JupyterProvider
 from janitor.sim.jupyter import JupyterSim
+from janitor.targets import JupyterConfig
 
 
 @dataclass
@@ -96,3 +102,112 @@ class SimTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             answer.status, content=answer.content(), headers=answer.headers, request=request
         )
+
+
+class JupyterContract:
+    """The simulated Jupyter server as the provider contract suite drives it."""
+
+    provider = "jupyter"
+    action = Action.DELETE
+    can: frozenset[str] = frozenset()  # one unpaged listing, no 409/412, no native warning
+    page_size = 0
+
+    def __init__(self, clock: FrozenClock) -> None:
+        self.clock = clock
+        self.sim = JupyterSim(token="contract-token", clock=clock)
+        self.transport = SimTransport(self.sim)
+
+    def connect(self, clock: Clock) -> Provider:
+        """A jupyter provider on the simulator."""
+        config = JupyterConfig.model_validate(
+            {
+                "name": "contract",
+                "provider": "jupyter",
+                "base_url": "http://jupyter.test/",
+                "token": "contract-token",
+            }
+        )
+        return JupyterProvider.connect(config, clock, transport=self.transport)
+
+    def add(self, name: str, *, idle_for: timedelta = timedelta(days=1)) -> str:
+        """A notebook session idle for ``idle_for``."""
+        return self.sim.add_session(f"work/{name}.ipynb", idle_for=idle_for).id
+
+    def touch(self, session_id: str) -> None:
+        """Code runs in the session's kernel now."""
+        self.sim.touch(self.sim.kernel_of(session_id).id)
+
+    def remove(self, session_id: str) -> None:
+        """The session (and its kernel) vanish."""
+        with self.sim.lock:
+            session = self.sim.sessions.pop(session_id)
+            self.sim.kernels.pop(session.kernel_id, None)
+
+    def inject(
+        self,
+        op: str,
+        *,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        error: type[httpx.HTTPError] | None = None,
+        after: bool = False,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` requests of ``op`` with this instead."""
+        self.transport.add(
+            Fault(
+                when=_OPS[op],
+                status=status,
+                body=body,
+                headers=headers or {},
+                error=error,
+                after=after,
+                times=times,
+            )
+        )
+
+    def duplicate_across_pages(self, session_id: str) -> None:
+        """Jupyter does not page."""
+        raise NotImplementedError
+
+    def short_listing(self) -> None:
+        """Jupyter reports no total."""
+        raise NotImplementedError
+
+    def requests(self, op: str) -> int:
+        """Requests of ``op`` that reached the transport."""
+        return sum(1 for method, path in self.transport.log if _OPS[op](method, path))
+
+    def writes(self) -> int:
+        """Requests that change state (Jupyter's only write janitor makes is DELETE)."""
+        return sum(1 for method, _ in self.transport.log if method not in ("GET", "HEAD"))
+
+    def effective(self, session_id: str) -> int:
+        """DELETEs that removed the session."""
+        with self.sim.lock:
+            return 1 if self.sim.deletes[session_id] and session_id not in self.sim.sessions else 0
+
+    def activity(self, session_id: str) -> datetime | None:
+        """The kernel's last activity."""
+        return self.sim.kernel_of(session_id).last_activity
+
+    def finish(self, session_id: str) -> None:
+        """Jupyter's delete is synchronous: nothing to finish."""
+
+    def shown_name(self, session_id: str) -> str:
+        """The session's name."""
+        with self.sim.lock:
+            return self.sim.sessions[session_id].name
+
+
+def _is_list(method: str, path: str) -> bool:
+    return method == "GET" and path.rstrip("/").endswith(("api/sessions", "api/kernels"))
+
+
+_OPS: dict[str, Callable[[str, str], bool]] = {
+    "list": _is_list,
+    "list_next": lambda method, path: False,  # no second page
+    "get": lambda method, path: method == "GET" and not _is_list(method, path),
+    "act": lambda method, path: method == "DELETE",
+}

@@ -140,5 +140,6 @@ def test_a_delete_cut_by_the_sweep_timeout_is_recorded_unknown_in_that_sweep(
     assert [(o.intent_id, o.outcome) for o in trail.outcomes] == [(intent.id, Outcome.UNKNOWN)]
     [outcome] = trail.outcomes
     assert outcome.sweep_id == intent.sweep_id, "recorded by the sweep that was cut"
+    assert (outcome.id or 0) < (aborted.id or 0), "recorded before the sweep counts as ended"
     assert "cut off" in outcome.reason
     assert dbview.audit.pending_intents(TARGET) == [intent], "left to reconciliation"
