@@ -16,7 +16,7 @@ from janitor.context import Mode, pause_reason
 from janitor.durations import format_duration
 from janitor.errors import ProviderError
 from janitor.model import Decision, Session, Verdict
-from janitor.plan import Plan
+from janitor.plan import Open, Plan
 from janitor.policy.engine import Evaluation, explain
 from janitor.runtime import Runtime, db
 from janitor.settings import TargetConfig
@@ -47,7 +47,10 @@ async def _explain_target(
         return [], f"target {target.name}: listing failed: {exc}"
     items = await db(rt.store.audit.open_intents, target.name)
     open_intents = {
-        i.intent.session_id or "": f"its {i.intent.action} of intent {i.intent.id} is still open"
+        i.intent.session_id or "": Open(
+            action=i.intent.action,
+            reason=f"its {i.intent.action} of intent {i.intent.id} is still open",
+        )
         for i in items
     }
     plan = await plan_target(run, listing, open_intents)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from janitor import guards
-from janitor.model import Decision, History, Listing, Session, State, Verdict
+from janitor.model import Action, Decision, History, Listing, Session, State, Verdict
 from janitor.policy.conditions import EvalContext
 from janitor.policy.engine import exempt_reason
 from janitor.policy.spec import Policy
@@ -37,6 +37,14 @@ SETTLING, CASCADE_BLOCKED, COVERED, SHARED_PARENT = (
     "covered_by_parent",
     "shared_parent",
 )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Open:
+    """An intent still open on a record: its action and why it is open."""
+
+    action: Action | None
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,14 +76,14 @@ def make_plan(
     target: TargetConfig,
     provider: Provider,
     previous: Mapping[str, History],
-    open_intents: Mapping[str, str],
+    open_intents: Mapping[str, Open],
     acts: bool,
     now: datetime,
 ) -> Plan:
     """Run the guards of the module docstring over one target's decisions.
 
     Args:
-        open_intents: session id → why an earlier action on it is still open.
+        open_intents: session id → the earlier action still open on it.
         acts: False when the sweep acts on nothing (every policy counts as dry-run).
     """
     cascade = provider.parents is ParentRelation.CASCADE
@@ -116,21 +124,32 @@ def _wait(decision: Decision, code: str, why: str) -> Decision:
 
 def _hold_open(
     decisions: list[Decision],
-    open_intents: Mapping[str, str],
+    open_intents: Mapping[str, Open],
     by_id: Mapping[str, Session],
     cascade: bool,
 ) -> list[Decision]:
-    """A record with an open intent (or, for cascades, under one) takes no new action."""
+    """A record with an open intent (or, for cascades, under one) takes no new action.
+
+    The one exception is the escalation DESIGN 6 allows: a ``force_cancel`` of a record whose
+    ``cancel`` is open (stuck in CANCELLING); its intent supersedes the cancel's.
+    """
     if not open_intents:
         return decisions
     held = []
     for decision in decisions:
         session = decision.session
-        why = open_intents.get(session.id)
-        if why is None and cascade:
+        own = open_intents.get(session.id)
+        why = own.reason if own is not None else None
+        if (
+            own is not None
+            and own.action is Action.CANCEL
+            and decision.action is Action.FORCE_CANCEL
+        ):
+            why = None
+        if why is None and own is None and cascade:
             above = next((a for a in guards.ancestors(session, by_id) if a in open_intents), None)
             if above is not None:
-                why = f"its parent {above}: {open_intents[above]}"
+                why = f"its parent {above}: {open_intents[above].reason}"
         acting = decision.verdict in (Verdict.ACT, Verdict.WARN)
         held.append(_wait(decision, SETTLING, f"held back: {why}") if why and acting else decision)
     return held

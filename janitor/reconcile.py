@@ -36,6 +36,7 @@ from janitor.model import (
     State,
     Verdict,
 )
+from janitor.plan import Open
 from janitor.providers.kit import Settlement
 from janitor.runtime import db
 from janitor.store.audit import OpenIntent
@@ -43,32 +44,51 @@ from janitor.store.audit import OpenIntent
 log = logging.getLogger(__name__)
 
 
-async def reconcile(run: TargetRun) -> tuple[int, dict[str, str]]:
+async def reconcile(run: TargetRun) -> tuple[int, dict[str, Open]]:
     """Look at every open intent of the target again.
 
-    Returns how many intents were closed, and for the records whose intents stay open,
-    why (session id → reason), so the plan holds them back.
+    Returns how many intents were closed, and the records whose intents stay open (session
+    id → the open action and why), so the plan holds them back.
     """
     items = await db(run.rt.store.audit.open_intents, run.target.name)
     closed, still_open = 0, {}
+    superseded = _superseded(items)
     for item in items:
         intent = item.intent
+        sid = intent.session_id or ""
+        if intent.id in superseded:
+            reason = (
+                f"superseded: the cancel did not settle and was escalated to force_cancel "
+                f"(intent {superseded[intent.id]})"
+            )
+            if not await _record(run, intent, Outcome.FAILED, reason):
+                break
+            closed += 1
+            continue
         try:
             settlement = await _settle(run, item)
         except ProviderError as exc:
             log.warning("intent %s cannot be reconciled yet: %s", intent.id, exc)
-            still_open[intent.session_id or ""] = f"intent {intent.id} is not reconciled yet"
+            still_open[sid] = Open(
+                action=intent.action, reason=f"intent {intent.id} is not reconciled yet"
+            )
             continue
         if settlement.again and settlement.record is not None:
             outcome = await _call_again(run, intent, settlement.record, settlement.reason)
             if outcome is None or outcome in OPEN_OUTCOMES:
-                still_open[intent.session_id or ""] = f"its {intent.action} is not done yet"
+                still_open[sid] = Open(
+                    action=intent.action, reason=f"its {intent.action} is not done yet"
+                )
             else:
                 closed += 1
             continue
         if settlement.outcome is None:
-            still_open[intent.session_id or ""] = (
-                f"its {intent.action} of intent {intent.id} is still settling ({settlement.reason})"
+            still_open[sid] = Open(
+                action=intent.action,
+                reason=(
+                    f"its {intent.action} of intent {intent.id} is still settling "
+                    f"({settlement.reason})"
+                ),
             )
             if item.accepted_at is None and not await _record(
                 run, intent, Outcome.ACCEPTED, f"reconciled: {settlement.reason}"
@@ -88,6 +108,23 @@ async def reconcile(run: TargetRun) -> tuple[int, dict[str, str]]:
                 target=run.target.name,
             )
     return closed, still_open
+
+
+def _superseded(items: list[OpenIntent]) -> dict[int, int]:
+    """Open cancels that a later force_cancel of the same record escalated: id → its id."""
+    forced = {
+        i.intent.session_id: i.intent.id
+        for i in items
+        if i.intent.action is Action.FORCE_CANCEL and i.intent.id is not None
+    }
+    return {
+        i.intent.id: forced[i.intent.session_id]
+        for i in items
+        if i.intent.action is Action.CANCEL
+        and i.intent.id is not None
+        and i.intent.session_id in forced
+        and forced[i.intent.session_id] > i.intent.id
+    }
 
 
 async def _call_again(

@@ -52,7 +52,7 @@ from janitor.model import (
     State,
     Verdict,
 )
-from janitor.plan import CASCADE_BLOCKED, Plan, make_plan
+from janitor.plan import CASCADE_BLOCKED, Open, Plan, make_plan
 from janitor.policy.engine import decide
 from janitor.policy.spec import Policy
 from janitor.reconcile import reconcile
@@ -185,7 +185,7 @@ async def _sweep_target(
             return
     try:
         run = await prepare(rt, target, sweep_id, lease, mode)
-        open_intents: dict[str, str] = {}
+        open_intents: dict[str, Open] = {}
         if lease is not None:
             report.reconciled, open_intents = await reconcile(run)
             report.settling = len(open_intents)
@@ -274,7 +274,7 @@ async def _list(run: TargetRun, report: TargetReport) -> Listing | None:
     return listing
 
 
-async def plan_target(run: TargetRun, listing: Listing, open_intents: dict[str, str]) -> Plan:
+async def plan_target(run: TargetRun, listing: Listing, open_intents: dict[str, Open]) -> Plan:
     """Decide every listed session and run the guards over the decisions."""
     now = run.rt.clock.now()
     policies = run.policies.policies
@@ -295,7 +295,7 @@ async def plan_target(run: TargetRun, listing: Listing, open_intents: dict[str, 
 
 
 async def _process(
-    run: TargetRun, listing: Listing, report: TargetReport, open_intents: dict[str, str]
+    run: TargetRun, listing: Listing, report: TargetReport, open_intents: dict[str, Open]
 ) -> None:
     now = run.rt.clock.now()
     plan = await plan_target(run, listing, open_intents)
