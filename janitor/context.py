@@ -26,9 +26,9 @@ from janitor.model import (
 from janitor.policy.spec import Policy
 from janitor.providers.base import Provider
 from janitor.runtime import Runtime, db
-from janitor.settings import TargetConfig
 from janitor.store.audit import Fence
 from janitor.store.state import LeaseInfo
+from janitor.targets import TargetConfig
 
 log = logging.getLogger(__name__)
 

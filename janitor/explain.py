@@ -19,8 +19,8 @@ from janitor.model import Decision, Session, Verdict
 from janitor.plan import Open, Plan
 from janitor.policy.engine import Evaluation, explain
 from janitor.runtime import Runtime, db
-from janitor.settings import TargetConfig
 from janitor.sweep import plan_target, prepare
+from janitor.targets import TargetConfig
 
 #: Plan as a daemon sweep would (policies act in their own modes), but record nothing.
 EXPLAIN = Mode(acts=True, records=False)

@@ -28,7 +28,7 @@ from janitor.policy.engine import exempt_reason
 from janitor.policy.spec import Policy
 from janitor.providers.base import Provider
 from janitor.providers.kit import ParentRelation
-from janitor.settings import TargetConfig
+from janitor.targets import TargetConfig
 
 #: Decision codes the plan gives to the decisions it holds back.
 SETTLING, CASCADE_BLOCKED, COVERED, SHARED_PARENT = (

@@ -29,18 +29,6 @@ from janitor.errors import ConfigError, UnknownProvider
 from janitor.providers import config_model, require_extra
 from janitor.targets import TargetConfig
 
-__all__ = [  # TargetConfig is re-exported for modules that import it from here
-    "Config",
-    "NotifyConfig",
-    "SentryConfig",
-    "Settings",
-    "TargetConfig",
-    "default_database_url",
-    "format_validation_error",
-    "load_config",
-    "resolve_config_path",
-]
-
 DEFAULT_CONFIG = Path("/etc/janitor/janitor.toml")
 
 

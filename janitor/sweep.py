@@ -58,7 +58,7 @@ from janitor.policy.spec import Policy
 from janitor.reconcile import reconcile
 from janitor.report import SweepReport, TargetReport
 from janitor.runtime import Runtime, db
-from janitor.settings import TargetConfig
+from janitor.targets import TargetConfig
 from janitor.warning import notify, warn_all, withdraw_all
 
 __all__ = ["SweepReport", "TargetReport", "run_sweep", "sweep_target"]

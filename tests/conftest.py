@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, settings
 
 from janitor.clock import FrozenClock
 from janitor.runtime import Runtime
-from janitor.settings import Config, Settings, TargetConfig, load_config
+from janitor.settings import Config, Settings, load_config
 from janitor.sim.jupyter import JupyterSim
 from janitor.store import Store
+from janitor.targets import TargetConfig
 from tests.fakes.jupyter import SimTransport
 
 POSTGRES_URL = os.environ.get(

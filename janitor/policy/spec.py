@@ -25,8 +25,8 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from janitor.durations import Duration
@@ -76,12 +76,14 @@ class PolicySpec(BaseModel):
             raise ValueError(f"expected one of: {', '.join(known)}")
         return value
 
-    @model_validator(mode="after")
-    def _force_cancel_is_an_escalation(self) -> PolicySpec:
+    @field_validator("action")
+    @classmethod
+    def _force_cancel_is_an_escalation(cls, value: Action, info: ValidationInfo) -> Action:
         """force_cancel only for requests stuck in CANCELLING for 30m or more (DESIGN 6)."""
-        if self.action is not Action.FORCE_CANCEL:
-            return self
-        named = self.match.get("provider_state")
+        if value is not Action.FORCE_CANCEL:
+            return value
+        match = info.data.get("match") or {}
+        named = match.get("provider_state")
         values = [named] if isinstance(named, str) else named
         if not isinstance(values, list) or [str(v).upper() for v in values] != ["CANCELLING"]:
             raise ValueError(
@@ -89,12 +91,12 @@ class PolicySpec(BaseModel):
                 "it only escalates a cancel that is stuck"
             )
         try:
-            stuck: timedelta | None = _DURATION.validate_python(self.match.get("in_state_for"))
+            stuck: timedelta | None = _DURATION.validate_python(match.get("in_state_for"))
         except ValidationError:
             stuck = None
         if stuck is None or stuck < FORCE_CANCEL_MIN_STUCK:
             raise ValueError("force_cancel needs match.in_state_for of at least 30m")
-        return self
+        return value
 
     @field_validator("grace")
     @classmethod

@@ -1,4 +1,4 @@
-"""The Provider protocol: what every provider file implements, and the shared HTTP target keys.
+"""The Provider protocol: what every provider implements on top of the kit's declarations.
 
 A provider:
   * declares its actions (:class:`~janitor.providers.kit.ActionSpec`), its parent relation,

@@ -284,3 +284,68 @@ def test_more_validation_messages(tmp_path: Path, config: Path, text: str, messa
     assert result.exit_code == 2
     assert message in result.stderr
     assert "policy: policies" not in result.stderr
+
+
+# --- DESIGN 6: force_cancel, consent by provider_state ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("match", "message"),
+    [
+        (
+            "{in_state_for: 1h}",
+            "force_cancel needs match.provider_state: [CANCELLING] (and nothing else)",
+        ),
+        (
+            "{provider_state: [CANCELLING, RUNNING], in_state_for: 1h}",
+            "force_cancel needs match.provider_state: [CANCELLING] (and nothing else)",
+        ),
+        (
+            "{provider_state: [CANCELLING]}",
+            "force_cancel needs match.in_state_for of at least 30m",
+        ),
+        (
+            "{provider_state: [CANCELLING], in_state_for: 29m}",
+            "force_cancel needs match.in_state_for of at least 30m",
+        ),
+    ],
+)
+def test_force_cancel_only_escalates_a_cancel_stuck_for_30m(
+    tmp_path: Path, config: Path, match: str, message: str
+) -> None:
+    text = f"policies:\n  - {{name: force, match: {match}, action: force_cancel}}\n"
+    result = invoke("-c", str(config), "policy", "validate", "-f", str(_write(tmp_path, text)))
+    assert result.exit_code == 2
+    assert f"policy force: action: {message}" in result.stderr
+
+
+def test_force_cancel_on_a_provider_without_it_is_refused(tmp_path: Path, config: Path) -> None:
+    text = (
+        "policies:\n  - {name: force, match: {provider_state: [cancelling], in_state_for: 30m},"
+        " action: force_cancel}\n"
+    )
+    result = invoke("-c", str(config), "policy", "validate", "-f", str(_write(tmp_path, text)))
+    assert result.exit_code == 2
+    assert "provider jupyter of target notebooks cannot force_cancel" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("provider_states", "warned"),
+    [("[busy]", "busy"), ("[starting, idle]", "pending"), ("[idle, dead]", None)],
+)
+def test_naming_a_busy_like_provider_state_is_consent_and_is_warned_about(
+    tmp_path: Path, config: Path, provider_states: str, warned: str | None
+) -> None:
+    text = (
+        f"policies:\n  - {{name: stuck, match: {{provider_state: {provider_states},"
+        " in_state_for: 6h}, action: delete}\n"
+    )
+    result = invoke("-c", str(config), "policy", "validate", "-f", str(_write(tmp_path, text)))
+    assert result.exit_code == 0, result.output
+    if warned is None:
+        assert "warning" not in result.stderr
+    else:
+        assert (
+            f"policy stuck: match.provider_state: names provider states that janitor counts as "
+            f"{warned}: this policy acts on {warned} sessions"
+        ) in result.stderr
