@@ -16,10 +16,10 @@ from janitor.context import Mode, pause_reason
 from janitor.durations import format_duration
 from janitor.errors import ProviderError
 from janitor.model import Decision, Session, Verdict
-from janitor.plan import Open, Plan
+from janitor.plan import Plan
 from janitor.policy.engine import Evaluation, explain
-from janitor.runtime import Runtime, db
-from janitor.sweep import plan_target, prepare
+from janitor.runtime import Runtime
+from janitor.sweep import open_in_store, plan_target, prepare
 from janitor.targets import TargetConfig
 
 #: Plan as a daemon sweep would (policies act in their own modes), but record nothing.
@@ -45,15 +45,7 @@ async def _explain_target(
         listing = await run.provider.list_sessions()
     except ProviderError as exc:
         return [], f"target {target.name}: listing failed: {exc}"
-    items = await db(rt.store.audit.open_intents, target.name)
-    open_intents = {
-        i.intent.session_id or "": Open(
-            action=i.intent.action,
-            reason=f"its {i.intent.action} of intent {i.intent.id} is still open",
-        )
-        for i in items
-    }
-    plan = await plan_target(run, listing, open_intents)
+    plan = await plan_target(run, listing, await open_in_store(rt, target.name))
     paused = await pause_reason(run)
     now = rt.clock.now()
     rows = []

@@ -185,10 +185,11 @@ async def _sweep_target(
             return
     try:
         run = await prepare(rt, target, sweep_id, lease, mode)
-        open_intents: dict[str, Open] = {}
         if lease is not None:
             report.reconciled, open_intents = await reconcile(run)
-            report.settling = len(open_intents)
+        else:  # a preview reconciles nothing, but holds back what a sweep would
+            open_intents = await open_in_store(rt, target.name)
+        report.settling = len(open_intents)
         listing = await _list(run, report)
         if listing is None:
             return
@@ -272,6 +273,18 @@ async def _list(run: TargetRun, report: TargetReport) -> Listing | None:
     report.listed = True
     report.sessions = Counter(str(s.state) for s in listing.sessions)
     return listing
+
+
+async def open_in_store(rt: Runtime, target: str) -> dict[str, Open]:
+    """The target's open intents as stored (session id → action and why), read only."""
+    items = await db(rt.store.audit.open_intents, target)
+    return {
+        i.intent.session_id or "": Open(
+            action=i.intent.action,
+            reason=f"its {i.intent.action} of intent {i.intent.id} is still open",
+        )
+        for i in items
+    }
 
 
 async def plan_target(run: TargetRun, listing: Listing, open_intents: dict[str, Open]) -> Plan:

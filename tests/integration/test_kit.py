@@ -85,8 +85,9 @@ class World:
         settings = {"notify": {"webhook_url": "http://hook.test/"}, **self.settings}
         return make_config("sqlite://", [target], **settings)
 
-    def sweep(self, *, hooks: Hooks | None = None) -> SweepReport:
-        """One daemon sweep; the clock moves on a minute afterwards."""
+    def sweep(self, *, hooks: Hooks | None = None, preview: bool = False) -> SweepReport:
+        """One daemon sweep (``janitor sweep --dry-run`` with ``preview``); the clock moves on
+        a minute afterwards."""
 
         async def main() -> SweepReport:
             config = self.config()
@@ -103,6 +104,8 @@ class World:
                 config.target(TARGET), self.clock, transport=self.server.transport(self.faults)
             )
             try:
+                if preview:
+                    return await run_sweep(rt, dry_run=True, record=False)
                 return await run_sweep(rt)
             finally:
                 await rt.providers[TARGET].aclose()
@@ -230,6 +233,21 @@ def test_a_crash_while_the_stop_is_under_way_is_accepted_then_settled(world: Wor
     world.sweep()
     assert world.outcomes(job.id) == [Outcome.ACCEPTED, Outcome.EXECUTED]
     assert world.stops() == 1
+
+
+def test_a_dry_run_holds_back_a_job_whose_intent_is_open(world: World) -> None:
+    job = world.job("etl")
+    world.apply(IDLE_STOP)
+    world.sweep(hooks=CrashHooks("after_intent"))  # the intent is written, the call never made
+    assert world.server.jobs[job.id].state == "RUNNING"
+
+    preview = world.sweep(preview=True)  # reconciles nothing, but holds back what a sweep would
+
+    assert preview.targets[0].settling == 1
+    assert preview.targets[0].outcomes == {}, "no would_act while the intent is open"
+    assert world.stops() == 0
+    world.sweep()  # the daemon reconciles (did not take effect) and decides anew
+    assert world.outcomes(job.id) == [Outcome.FAILED, Outcome.ACCEPTED]
 
 
 # --- cascades -----------------------------------------------------------------------------
