@@ -202,12 +202,13 @@ def test_parents_mean_nothing_to_a_provider_that_does_not_cascade() -> None:
 
 def test_the_percentage_is_of_the_sessions_that_have_not_ended() -> None:
     percent = policy(name="idle", match={"idle_for": "1h"}, max_actions_percent=50)
-    sessions = [
-        job("a"),
-        job("b"),
-        *(job(f"e{i}", state=State.ENDED, provider_state="STOPPED") for i in range(6)),
-    ]
+    ended = [
+        job(f"e{i}", state=State.ENDED, provider_state="STOPPED", actions=frozenset())
+        for i in range(6)
+    ]  # allow nothing: the policy does not match them
+    sessions = [job("a"), job("b"), *ended]
     result = plan(sessions, [percent], Declared())
+    assert [d.verdict for d in result.decisions].count(Verdict.ACT) == 2
     assert "idle" in result.blast.policies, "2 of 2 live sessions is over 50%, though 2 of 8 is not"
 
 
