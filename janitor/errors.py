@@ -6,6 +6,7 @@ The tree::
     ├── ConfigError                 bad settings or config file              -> exit 2
     ├── PolicyError                 invalid policy document (names file, policy, field) -> exit 2
     ├── UnknownProvider             a target names a provider that is not registered -> exit 2
+    ├── DatabaseMissing             a read-only command found no database where it looked -> exit 2
     ├── StoreError                  the database failed or is unreachable (retryable)
     │   ├── SchemaOutdated          the schema is behind the code: run `janitor db upgrade`
     │   └── LeaseLost               our lease (fencing token) is no longer current: stop acting
@@ -50,6 +51,10 @@ class UnknownProvider(JanitorError):
         super().__init__(f"unknown provider {name!r}; known providers: {', '.join(known)}")
         self.name = name
         self.known = known
+
+
+class DatabaseMissing(JanitorError):
+    """A command that only reads found no database file: it says where it looked."""
 
 
 class StoreError(JanitorError):

@@ -83,11 +83,12 @@ class SweepReport:
     dry_run: bool
     targets: list[TargetReport] = field(default_factory=list)
     seconds: float = 0.0
+    store_error: str | None = None  # the sweep's own record could not be written
 
     @property
     def failed(self) -> bool:
-        """True when any target failed: ``janitor sweep`` exits 1."""
-        return any(t.failed for t in self.targets)
+        """True when any target failed, or the sweep could not be recorded: exit 1."""
+        return self.store_error is not None or any(t.failed for t in self.targets)
 
     def summary(self) -> dict[str, object]:
         """A JSON-compatible summary (stored with the sweep and printed by the CLI)."""
@@ -96,5 +97,6 @@ class SweepReport:
             "dry_run": self.dry_run,
             "seconds": round(self.seconds, 3),
             "failed": self.failed,
+            "error": self.store_error,
             "targets": [t.summary() for t in self.targets],
         }

@@ -104,6 +104,7 @@ async def _start(rt: Runtime, report: SweepReport) -> None:
             dry_run=report.dry_run,
         )
     except StoreError as exc:
+        report.store_error = f"the sweep cannot be recorded: {exc}"
         log.error("sweep %s cannot be recorded: %s", report.sweep_id, exc)
 
 
@@ -119,6 +120,7 @@ async def _finish(rt: Runtime, report: SweepReport) -> None:
         )
         rows, head = await db(rt.store.audit.head)
     except StoreError as exc:
+        report.store_error = report.store_error or f"the sweep's end cannot be recorded: {exc}"
         log.error("sweep %s end cannot be recorded: %s", report.sweep_id, exc)
         return
     metrics.record_audit_head(rows, head)

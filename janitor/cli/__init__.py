@@ -16,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: flags without a <bool> metavar, no box drawing
 )
 app.add_typer(policy.app, name="policy")
 app.add_typer(audit.app, name="audit")

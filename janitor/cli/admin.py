@@ -34,6 +34,9 @@ def pause(
 def resume(ctx: typer.Context) -> None:
     """Release the kill switch."""
     store = open_store(ctx, config(ctx))
+    if not store.pause.get().paused:
+        typer.echo("janitor is not paused: nothing to resume (no audit row written)")
+        return
     store.pause.set(False, reason="", actor=cli_actor(), now=SystemClock().now())
     typer.echo("janitor resumed")
 

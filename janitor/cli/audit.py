@@ -20,6 +20,7 @@ from janitor.cli.common import (
 from janitor.clock import SystemClock
 from janitor.durations import parse_duration
 from janitor.errors import ConfigError
+from janitor.model import AuditKind
 
 app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 
@@ -40,18 +41,20 @@ def list_(
     since: Annotated[str | None, typer.Option(help="only rows newer than this, e.g. 1h")] = None,
     target: Annotated[str | None, typer.Option(help="only this target")] = None,
     session: Annotated[str | None, typer.Option(help="only this session id")] = None,
-    kind: Annotated[list[str] | None, typer.Option(help="only these kinds (repeatable)")] = None,
+    kind: Annotated[
+        list[AuditKind] | None, typer.Option(help="only these kinds (repeatable)")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many rows (the newest)")] = None,
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """List audit rows, oldest first."""
-    store = open_store(ctx, config(ctx))
+    store = open_store(ctx, config(ctx), read_only=True)
     window = _since(since)
     events = store.audit.events(
         since=SystemClock().now() - window if window else None,
         target=target,
         session_id=session,
-        kinds=kind or [],
+        kinds=[str(k) for k in kind or []],
     )
     if limit is not None:
         events = events[-limit:]
@@ -74,7 +77,7 @@ def list_(
 @guarded
 def verify(ctx: typer.Context) -> None:
     """Check the hash chain; exit 1 if any row was altered, removed, inserted or reordered."""
-    result = open_store(ctx, config(ctx)).audit.verify()
+    result = open_store(ctx, config(ctx), read_only=True).audit.verify()
     for problem in result.problems:
         typer.echo(f"janitor: error: {problem}", err=True)
     if not result.ok:

@@ -15,7 +15,13 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 
-from janitor.errors import ConfigError, JanitorError, PolicyError, UnknownProvider
+from janitor.errors import (
+    ConfigError,
+    DatabaseMissing,
+    JanitorError,
+    PolicyError,
+    UnknownProvider,
+)
 from janitor.settings import Config, load_config
 from janitor.store import Store
 
@@ -23,7 +29,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Errors that mean "bad usage, config or policy": exit code 2 (DESIGN 2.1).
-USAGE_ERRORS = (ConfigError, PolicyError, UnknownProvider)
+USAGE_ERRORS = (ConfigError, PolicyError, UnknownProvider, DatabaseMissing)
 
 
 class Output(StrEnum):
@@ -57,20 +63,34 @@ def config(ctx: typer.Context) -> Config:
     return load_config(state(ctx).config_path)
 
 
-def open_store(ctx: typer.Context, cfg: Config, *, upgrade_ok: bool = True) -> Store:
+def require_targets(cfg: Config) -> None:
+    """A command that lists providers needs targets: say where the config was looked for."""
+    if cfg.targets:
+        return
+    if cfg.source == "environment":
+        raise ConfigError(
+            "no configuration file: janitor looked for /etc/janitor/janitor.toml; pass "
+            "--config FILE or set JANITOR_CONFIG (targets come only from the file)"
+        )
+    raise ConfigError(f"{cfg.source}: no [[targets]] configured: there is nothing to look at")
+
+
+def open_store(ctx: typer.Context, cfg: Config, *, read_only: bool = False) -> Store:
     """Open the database (closed when the command ends) and make sure its schema is current.
 
     SQLite databases are upgraded automatically unless ``auto_upgrade = false``; PostgreSQL
-    only with ``auto_upgrade = true`` (otherwise: run ``janitor db upgrade``).
+    only with ``auto_upgrade = true`` (otherwise: run ``janitor db upgrade``). A command that
+    only reads (``read_only``) never creates a database, a directory or a table: it says
+    where it looked and what to run instead.
     """
     from janitor.runtime import database_url
 
-    store = Store.open(database_url(cfg))
+    store = Store.open(database_url(cfg), create=not read_only)
     ctx.call_on_close(store.close)
     auto = cfg.settings.auto_upgrade
     if auto is None:
         auto = store.db.dialect == "sqlite"
-    if upgrade_ok and auto and not store.db.schema_is_current():
+    if not read_only and auto and not store.db.schema_is_current():
         store.db.upgrade()
     store.db.check_schema()
     return store
@@ -127,23 +147,48 @@ def emit_table(
     columns: Sequence[str],
     *,
     widths: Mapping[str, int] | None = None,
+    wrap: bool = False,
 ) -> None:
-    """Print an aligned text table; long cells are cut to the column's width limit."""
+    """Print an aligned text table.
+
+    A cell longer than its column's limit (``widths``, default 60) is cut with "…", except
+    in the last column with ``wrap``: it continues on the next lines, aligned, so nothing is
+    lost. A column without a limit in ``widths`` set to 0 is never cut.
+    """
     if not rows:
         typer.echo("(nothing)")
         return
-    limits = dict(widths or {})
-    cells = [[_cell(row.get(col), limits.get(col, 60)) for col in columns] for row in rows]
+    limits = dict.fromkeys(columns, 60) | dict(widths or {})
+    last = columns[-1]
+    cells = [
+        [_cell(row.get(col), 0 if wrap and col == last else limits[col]) for col in columns]
+        for row in rows
+    ]
+    shown = [min(len(r[-1]), limits[last] or len(r[-1])) for r in cells] if wrap else []
     sizes = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
+    if wrap:
+        sizes[-1] = max(len(last), *shown)
     typer.echo("  ".join(col.upper().ljust(sizes[i]) for i, col in enumerate(columns)).rstrip())
+    indent = sum(sizes[:-1]) + 2 * (len(columns) - 1)
     for r in cells:
-        typer.echo("  ".join(r[i].ljust(sizes[i]) for i in range(len(columns))).rstrip())
+        head = "  ".join(r[i].ljust(sizes[i]) for i in range(len(columns) - 1))
+        pieces = _wrapped(r[-1], sizes[-1]) if wrap else [r[-1]]
+        typer.echo((head + "  " + pieces[0]).rstrip() if head else pieces[0])
+        for piece in pieces[1:]:
+            typer.echo(" " * indent + piece)
+
+
+def _wrapped(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken at spaces where possible."""
+    import textwrap
+
+    return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [""]
 
 
 def _cell(value: Any, limit: int) -> str:
     text = "-" if value is None or value == "" else str(value)
     text = text.replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if not limit or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def stdout_is_tty() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from janitor.cli.common import config, guarded
+from janitor.errors import DatabaseMissing
 from janitor.runtime import database_url
 from janitor.store import Database
 
@@ -29,8 +30,12 @@ def upgrade(ctx: typer.Context) -> None:
 @app.command()
 @guarded
 def status(ctx: typer.Context) -> None:
-    """Show the schema revision; exit 1 when an upgrade is pending."""
-    db = Database(database_url(config(ctx)))
+    """Show the schema revision; exit 1 when an upgrade is pending (or there is no database)."""
+    try:
+        db = Database(database_url(config(ctx)), create=False)
+    except DatabaseMissing as exc:
+        typer.echo(f"janitor: error: {exc}", err=True)
+        raise typer.Exit(1) from None
     ctx.call_on_close(db.dispose)
     current, head = db.current_revision(), db.head_revision()
     typer.echo(f"{db.display_url}: at {current or 'empty'}, janitor needs {head}")

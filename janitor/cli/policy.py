@@ -20,6 +20,7 @@ from janitor.cli.common import (
     open_store,
 )
 from janitor.clock import SystemClock
+from janitor.errors import PolicyError
 from janitor.policy.spec import PolicySpec, check_actions, dump_document, load_policy_files
 from janitor.providers import load_provider, provider_actions
 from janitor.settings import Config
@@ -27,25 +28,35 @@ from janitor.settings import Config
 app = typer.Typer(help="Manage the policies stored in the database.", no_args_is_help=True)
 
 FILE_OPTION = typer.Option("--file", "-f", help="a policy YAML file, or a directory of them")
+STRICT_OPTION = typer.Option(
+    "--strict", help="treat warnings (a policy matching no target, ...) as errors"
+)
 
 
-def _validated(cfg: Config, path: Path) -> list[PolicySpec]:
+def _validated(cfg: Config, path: Path, *, strict: bool = False) -> list[PolicySpec]:
     """Load and validate the file(s), including actions against the configured targets."""
     specs = load_policy_files(path)
     providers = {t.name: t.provider for t in cfg.targets}
     kinds = set(providers.values())
     actions = {p: provider_actions(p) for p in kinds}
     tables = {p: load_provider(p).state_table for p in kinds}
-    for warning in check_actions(specs, providers, actions, where=str(path), state_tables=tables):
+    warnings = check_actions(specs, providers, actions, where=str(path), state_tables=tables)
+    if strict and warnings:
+        raise PolicyError("\n".join(warnings) + "\n(--strict: warnings are errors)")
+    for warning in warnings:
         typer.echo(f"janitor: warning: {warning}", err=True)
     return specs
 
 
 @app.command()
 @guarded
-def validate(ctx: typer.Context, file: Annotated[Path, FILE_OPTION]) -> None:
+def validate(
+    ctx: typer.Context,
+    file: Annotated[Path, FILE_OPTION],
+    strict: Annotated[bool, STRICT_OPTION] = False,
+) -> None:
     """Check a policy file without storing anything."""
-    specs = _validated(config(ctx), file)
+    specs = _validated(config(ctx), file, strict=strict)
     typer.echo(f"{file}: {len(specs)} valid {'policy' if len(specs) == 1 else 'policies'}")
 
 
@@ -60,10 +71,12 @@ def apply(
     prune: Annotated[
         bool, typer.Option("--prune", help="disable stored policies that are not in the file")
     ] = False,
+    strict: Annotated[bool, STRICT_OPTION] = False,
 ) -> None:
     """Store the policies of a file (or directory) as new versions where they changed."""
     cfg = config(ctx)
-    specs = _validated(cfg, file)
+    specs = _validated(cfg, file, strict=strict)
+    modes = {spec.name: spec.mode for spec in specs}
     store = open_store(ctx, cfg)
     changes = store.policies.apply(
         specs, actor=cli_actor(), now=SystemClock().now(), prune=prune, plan=plan, source=str(file)
@@ -76,9 +89,10 @@ def apply(
             "unchanged": "keep",
         }[change.change]
         if plan:
+            mode = f", {modes[change.name]}" if change.change == "created" else ""
             typer.echo(
                 f"would {verb} {change.name}"
-                + (f" (v{change.version})" if change.change != "unchanged" else "")
+                + (f" (v{change.version}{mode})" if change.change != "unchanged" else "")
             )
             if change.diff:
                 typer.echo(change.diff)
@@ -92,7 +106,7 @@ def apply(
 @guarded
 def list_(ctx: typer.Context, output: Output = OUTPUT_OPTION) -> None:
     """List the stored policies in evaluation order."""
-    store = open_store(ctx, config(ctx))
+    store = open_store(ctx, config(ctx), read_only=True)
     rows = []
     for stored in store.policies.current():
         spec = PolicySpec.model_validate(stored.spec)
@@ -119,7 +133,7 @@ def list_(ctx: typer.Context, output: Output = OUTPUT_OPTION) -> None:
 @guarded
 def show(ctx: typer.Context, name: str, output: Output = OUTPUT_OPTION) -> None:
     """Show one policy's current version."""
-    stored = open_store(ctx, config(ctx)).policies.get(name)
+    stored = open_store(ctx, config(ctx), read_only=True).policies.get(name)
     if output is Output.JSON:
         emit_json(
             {
@@ -154,7 +168,7 @@ def export(
     ] = ExportFormat.YAML,
 ) -> None:
     """Print every stored policy as one document (``apply`` takes it back unchanged)."""
-    store = open_store(ctx, config(ctx))
+    store = open_store(ctx, config(ctx), read_only=True)
     specs = [PolicySpec.model_validate(s.spec) for s in store.policies.current()]
     if output is ExportFormat.JSON:
         emit_json({"policies": [spec.canonical() for spec in specs]})
@@ -166,7 +180,7 @@ def export(
 @guarded
 def history(ctx: typer.Context, name: str, output: Output = OUTPUT_OPTION) -> None:
     """Every version of one policy, oldest first."""
-    versions = open_store(ctx, config(ctx)).policies.history(name)
+    versions = open_store(ctx, config(ctx), read_only=True).policies.history(name)
     rows = [
         {
             "version": v.version,

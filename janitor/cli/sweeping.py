@@ -16,6 +16,7 @@ from janitor.cli.common import (
     emit_table,
     guarded,
     open_store,
+    require_targets,
 )
 from janitor.explain import explain_targets
 from janitor.observability.logs import setup_logging
@@ -55,6 +56,7 @@ def sweep(
     """Run one sweep now and print its summary; exit 1 if a target or an action failed."""
     cfg = config(ctx)
     setup_logging(cfg.settings.log_format, "WARNING")
+    require_targets(cfg)
     if target is not None:
         cfg.target(target)
     store = open_store(ctx, cfg)
@@ -63,6 +65,8 @@ def sweep(
         emit_json(report.summary())
     else:
         _print_report(report)
+    if report.store_error:
+        typer.echo(f"janitor: error: {report.store_error}", err=True)
     for item in report.targets:
         if item.lease_holder:
             typer.echo(
@@ -118,21 +122,24 @@ def _print_report(report: SweepReport) -> None:
 def explain(
     ctx: typer.Context,
     target: Annotated[str | None, TARGET_OPTION] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="never cut long reasons")] = False,
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Show every session with the policy that matches and why. Acts on nothing."""
     cfg = config(ctx)
     setup_logging(cfg.settings.log_format, "WARNING")
+    require_targets(cfg)
     if target is not None:
         cfg.target(target)
-    rows, failures = asyncio.run(_explain(cfg, open_store(ctx, cfg), target))
+    rows, failures = asyncio.run(_explain(cfg, open_store(ctx, cfg, read_only=True), target))
     if output is Output.JSON:
         emit_json({"sessions": rows, "failures": failures})
-    else:
+    elif rows or not failures:  # no "(nothing)" ahead of a failure
         emit_table(
             rows,
             ["target", "session", "state", "idle", "verdict", "policy", "reason"],
-            widths={"reason": 110, "session": 36},
+            widths={"session": 36} if wide else {"reason": 110, "session": 36},
+            wrap=not wide,
         )
     for failure in failures:
         typer.echo(f"janitor: error: {failure}", err=True)

@@ -11,6 +11,7 @@ A valid spec compiles into a frozen :class:`Policy` the engine evaluates.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -296,7 +297,8 @@ def check_actions(
         ]
         if target_providers and not matched:
             warnings.append(
-                f"{where}: policy {spec.name}: targets {spec.targets} match no configured target"
+                f"{where}: policy {spec.name}: targets {spec.targets} match no configured "
+                f"target, so it would act on nothing{_did_you_mean(spec.targets, target_providers)}"
             )
         for target in matched:
             provider = target_providers[target]
@@ -313,6 +315,17 @@ def check_actions(
                     )
                 )
     return warnings
+
+
+def _did_you_mean(patterns: Iterable[str], names: Iterable[str]) -> str:
+    """`` (did you mean 'notebooks'?)`` for the configured names closest to the patterns."""
+    known = list(names)
+    close = sorted(
+        {m for p in patterns for m in difflib.get_close_matches(p, known, n=2, cutoff=0.6)}
+    )
+    if not close:
+        return f" (configured targets: {', '.join(sorted(known))})"
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
 
 
 def _consent_warnings(

@@ -27,9 +27,9 @@ class Store:
         self.sweeps = SweepStore(db)
 
     @classmethod
-    def open(cls, url: str) -> Store:
-        """Connect to ``url`` (nothing is read until the first query)."""
-        return cls(Database(url))
+    def open(cls, url: str, *, create: bool = True) -> Store:
+        """Connect to ``url`` (nothing is read until the first query); see Database."""
+        return cls(Database(url, create=create))
 
     def close(self) -> None:
         """Close pooled connections."""

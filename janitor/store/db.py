@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from janitor.errors import ConfigError, SchemaOutdated, StoreError
+from janitor.errors import ConfigError, DatabaseMissing, SchemaOutdated, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +81,41 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
 class Database:
     """An engine plus a session factory, with helpers for transactions and schema state."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, create: bool = True) -> None:
+        """Connect to ``url``; with ``create=False`` (commands that only read) a SQLite file
+        that does not exist is an error naming it, and neither it nor its directory is made.
+
+        Raises:
+            DatabaseMissing: ``create`` is False and the SQLite file does not exist.
+        """
         self.url = normalize_url(url)
         self.dialect = self.url.get_backend_name()
-        self.engine = self._make_engine(echo)
+        self.engine = self._make_engine(echo, create=create)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def _make_engine(self, echo: bool) -> Engine:
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file (None for PostgreSQL)."""
+        if self.dialect != "sqlite" or self.url.database is None:
+            return None
+        return Path(self.url.database).expanduser()
+
+    def _make_engine(self, echo: bool, *, create: bool) -> Engine:
         if self.dialect == "sqlite":
-            assert self.url.database is not None
-            Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = self.path
+            assert path is not None
+            if not create and not path.exists():
+                raise DatabaseMissing(
+                    f"no janitor database at {path}: run `janitor db upgrade` to create it, "
+                    "or check database_url"
+                )
+            if create:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot create the directory of {path}: {exc.strerror}"
+                    ) from None
             engine = create_engine(
                 self.url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False}
             )
@@ -124,7 +149,21 @@ class Database:
             with self.sessions() as session, session.begin():
                 yield session
         except SQLAlchemyError as exc:
-            raise StoreError(f"database error ({self.display_url}): {_short(exc)}") from exc
+            raise StoreError(self.describe(exc)) from exc
+
+    def describe(self, exc: SQLAlchemyError) -> str:
+        """A database error as a sentence: the file and what to check, for SQLite's cryptic
+        "unable to open database file" and "attempt to write a readonly database"."""
+        text = _short(exc)
+        path = self.path
+        if path is not None and any(
+            marker in text for marker in ("unable to open database", "readonly database")
+        ):
+            return (
+                f"cannot open or write {path}: the file or its directory is read-only or not "
+                f"permitted for this user ({text})"
+            )
+        return f"database error ({self.display_url}): {text}"
 
     def current_revision(self) -> str | None:
         """The schema revision stored in the database (None for an empty database)."""
@@ -132,7 +171,7 @@ class Database:
             with self.engine.connect() as conn:
                 return MigrationContext.configure(conn).get_current_revision()
         except SQLAlchemyError as exc:
-            raise StoreError(f"database error ({self.display_url}): {_short(exc)}") from exc
+            raise StoreError(self.describe(exc)) from exc
 
     @staticmethod
     def head_revision() -> str | None:
@@ -161,9 +200,7 @@ class Database:
                     advisory_xact_lock(conn, "migrations")
                 command.upgrade(alembic_config(conn), revision)
         except SQLAlchemyError as exc:
-            raise StoreError(
-                f"database upgrade failed ({self.display_url}): {_short(exc)}"
-            ) from exc
+            raise StoreError(f"database upgrade failed: {self.describe(exc)}") from exc
 
     def dispose(self) -> None:
         """Close pooled connections."""
