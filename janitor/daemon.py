@@ -78,6 +78,7 @@ class Daemon:
                 self.server.stop()
             await self.rt.aclose()
             return 1
+        await self._warn_when_idle()
         await self._start_scheduler()
         self._maybe_ready()
         tasks = [
@@ -117,6 +118,27 @@ class Daemon:
         )
         if settings.dry_run:
             log.warning("GLOBAL DRY-RUN: no policy will act, whatever its mode")
+        for warning in self.rt.config.warnings:
+            log.warning("%s", warning)
+        if not self.rt.config.targets:
+            log.warning(
+                "no targets configured in %s: janitor runs but has nothing to sweep",
+                self.rt.config.source,
+            )
+
+    async def _warn_when_idle(self) -> None:
+        """Say so when janitor will act on nothing: no enabled policy is stored."""
+        if not self.health.db_ok:
+            return
+        try:
+            policies = await db(self.rt.store.policies.load)
+        except StoreError:
+            return
+        if not any(p.enabled for p in policies):
+            log.warning(
+                "no enabled policies: janitor lists sessions but acts on nothing; store some "
+                "with `janitor policy apply -f FILE`"
+            )
 
     async def _start_scheduler(self) -> None:
         settings = self.rt.config.settings

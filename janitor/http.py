@@ -351,6 +351,8 @@ class TargetHttp:
         self._write_attempts = write_attempts
         self._retry_timeout = retry_timeout
         self.server_skew: timedelta | None = None
+        #: where the credentials come from, for auth errors ("token from token_file /x")
+        self.credential = ""
 
     def error_info(self, response: httpx.Response) -> ErrorInfo:
         """What ``response`` said, read with this target's error model (``kind`` None: no error).
@@ -370,16 +372,35 @@ class TargetHttp:
         return await self._retried(method, url, write=True, **kw)
 
     async def _retried(self, method: str, url: str, *, write: bool, **kw: Any) -> httpx.Response:
+        attempts = self._write_attempts if write else self._read_attempts
+        previous: Exception | None = None
         async for attempt in stamina.retry_context(
             on=_retry_write if write else _retry_read,
-            attempts=self._write_attempts if write else self._read_attempts,
+            attempts=attempts,
             timeout=self._retry_timeout,
             wait_initial=0.5,
             wait_max=10.0,
         ):
+            if previous is not None:
+                log.warning(
+                    "retrying %s %s (%d/%d) after %s",
+                    method,
+                    self.url_of(url),
+                    attempt.num - 1,
+                    attempts - 1,
+                    _cause(previous),
+                )
             with attempt:
-                return await self._send(method, url, write=write, **kw)
+                try:
+                    return await self._send(method, url, write=write, **kw)
+                except Exception as exc:
+                    previous = exc
+                    raise
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    def url_of(self, url: str) -> str:
+        """The full URL of a request path, without its query (which may carry tokens)."""
+        return _redact(str(self.client.base_url.join(url)))
 
     async def _send(self, method: str, url: str, *, write: bool, **kw: Any) -> httpx.Response:
         where = f"{method} {_redact(url)}"
@@ -433,7 +454,11 @@ class TargetHttp:
                 f"{where}: {info.status} throttled{_said(info)}", retry_after=retry_after, **fields
             )
         if info.kind is ErrorKind.AUTH:
-            raise AuthFailed(f"{where}: {info.status} credentials rejected{_said(info)}", **fields)
+            by = f" by {_redact(str(self.client.base_url))}"
+            source = f" ({self.credential})" if self.credential else ""
+            raise AuthFailed(
+                f"{where}: {info.status} credentials rejected{by}{source}{_said(info)}", **fields
+            )
         return response
 
     def _count(self, method: str, status: str) -> None:
@@ -471,6 +496,13 @@ def _retry_write(exc: Exception) -> bool | float:
 def _said(info: ErrorInfo) -> str:
     """`` (400 ThrottlingException: Rate exceeded)``, or nothing when only the status is known."""
     return f" ({info})" if info.code or info.message else ""
+
+
+def _cause(exc: Exception) -> str:
+    """A retry's cause for the log: the error class, and janitor's message when it is ours."""
+    if isinstance(exc, ProviderError):
+        return f"{type(exc).__name__}: {exc}"
+    return type(exc).__name__
 
 
 def _request_id(headers: Mapping[str, str]) -> str | None:
@@ -514,9 +546,11 @@ def make_target_http(
         trust_env=True,
         event_hooks=dict(event_hooks or {}),
     )
-    return TargetHttp(
+    http = TargetHttp(
         target=target, client=client, concurrency=concurrency, rate=rate, errors=errors
     )
+    http.credential = str(getattr(auth, "source", "") or "")
+    return http
 
 
 async def post_json(

@@ -10,8 +10,10 @@ Every failure is a :class:`~janitor.errors.ConfigError` whose message names the 
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +26,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from janitor.durations import Duration
+from janitor.durations import Duration, format_duration
 from janitor.errors import ConfigError, UnknownProvider
 from janitor.providers import config_model, require_extra
 from janitor.targets import TargetConfig
@@ -118,10 +120,18 @@ class Settings(BaseSettings):
 class Config:
     """Validated settings plus the provider-specific target configurations."""
 
-    def __init__(self, settings: Settings, targets: tuple[TargetConfig, ...], source: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        targets: tuple[TargetConfig, ...],
+        source: str,
+        *,
+        warnings: list[str] | None = None,
+    ) -> None:
         self.settings = settings
         self.targets = targets
         self.source = source
+        self.warnings = warnings or []  # things that work but are probably not meant
 
     def target(self, name: str) -> TargetConfig:
         """The target called ``name``; ConfigError naming the known ones otherwise."""
@@ -155,12 +165,21 @@ def load_config(explicit: str | None = None) -> Config:
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from None
+        raise ConfigError(
+            format_validation_error(source, exc, model=Settings, origins=True)
+        ) from None
     targets = tuple(
         _validate_target(source, index, raw) for index, raw in enumerate(settings.targets)
     )
     _check_unique_names(source, targets)
-    return Config(settings, targets, source)
+    warnings = unknown_env_names(os.environ)
+    if settings.sweep_jitter > settings.sweep_interval:
+        warnings.append(
+            f"{source}: sweep_jitter ({format_duration(settings.sweep_jitter)}) is longer than "
+            f"sweep_interval ({format_duration(settings.sweep_interval)}): sweeps may run at "
+            "very uneven times"
+        )
+    return Config(settings, targets, source, warnings=warnings)
 
 
 def _read_toml(path: Path, named: bool) -> dict[str, Any]:
@@ -192,7 +211,7 @@ def _validate_target(source: str, index: int, raw: dict[str, Any]) -> TargetConf
     try:
         target = model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc, prefix=where)) from None
+        raise ConfigError(format_validation_error(source, exc, prefix=where, model=model)) from None
     try:
         require_extra(provider, target=target.name)
     except ConfigError as exc:
@@ -208,10 +227,23 @@ def _check_unique_names(source: str, targets: tuple[TargetConfig, ...]) -> None:
         seen.add(target.name)
 
 
-def format_validation_error(source: str, exc: ValidationError, prefix: str = "") -> str:
-    """One line per problem: ``FILE: key a.b: message``, never echoing secret values."""
+def format_validation_error(
+    source: str,
+    exc: ValidationError,
+    prefix: str = "",
+    *,
+    model: type[BaseModel] | None = None,
+    origins: bool = False,
+) -> str:
+    """One line per problem: ``SOURCE: key a.b: message``, never echoing secret values.
+
+    ``model`` is what was validated: an unknown key gets "did you mean ...?" from its keys.
+    With ``origins`` (the top-level settings), a value that came from an environment variable
+    or a credentials file names that source instead of the TOML file.
+    """
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
+        loc = [str(item) for item in error["loc"] if not isinstance(item, int)]
         parts = [prefix] if prefix else []
         for item in error["loc"]:
             if isinstance(item, int):
@@ -221,9 +253,64 @@ def format_validation_error(source: str, exc: ValidationError, prefix: str = "")
         key = ".".join(parts) or "(top level)"
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"{source}: key {key}: {message}")
+            message = "unknown key" + _suggest(loc, model)
+        where = _origin(loc) if origins else None
+        lines.append(f"{where or source}: key {key}: {message}")
     return "\n".join(lines)
+
+
+def _suggest(loc: list[str], model: type[BaseModel] | None) -> str:
+    """`` (did you mean 'sweep_interval'?)`` for an unknown key, from the model's keys."""
+    for part in loc[:-1]:  # walk down nested models (notify.webhook_urll)
+        field = model.model_fields.get(part) if model is not None else None
+        annotation = field.annotation if field is not None else None
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    if model is None or not loc:
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _origin(loc: list[str]) -> str | None:
+    """Where a setting's value came from when not the TOML file: its environment variable or
+    credentials file (which win over the file), else None."""
+    if not loc:
+        return None
+    for depth in range(len(loc), 0, -1):
+        name = "JANITOR_" + "__".join(loc[:depth]).upper()
+        if name in os.environ:
+            return f"environment variable {name}"
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        for depth in range(len(loc), 0, -1):
+            path = Path(creds) / ("janitor_" + "__".join(loc[:depth]))
+            if path.exists():
+                return f"credentials file {path}"
+    return None
+
+
+#: ``JANITOR_*`` variables that are not settings: the config file's name, and those the test
+#: suite and benchmarks read (``JANITOR_TEST_*``, ``JANITOR_BENCH_*``).
+RESERVED_ENV = ("JANITOR_CONFIG", "JANITOR_REQUIRE_POSTGRES", "JANITOR_TEST_", "JANITOR_BENCH_")
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
+    """``JANITOR_*`` variables that name no setting (a typo is otherwise ignored silently)."""
+    known = {f"JANITOR_{name.upper()}" for name in Settings.model_fields}
+    unknown = []
+    for name in sorted(environ):
+        if not name.startswith("JANITOR_") or name.startswith(RESERVED_ENV):
+            continue
+        if name.split("__", 1)[0] in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        unknown.append(f"environment variable {name} is not a janitor setting; ignored{hint}")
+    return unknown
 
 
 def default_database_url() -> str:

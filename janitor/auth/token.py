@@ -34,6 +34,13 @@ class TokenAuth(httpx.Auth):
         self._stamp: tuple[int, int] | None = None
         self._cached: str | None = None
 
+    @property
+    def source(self) -> str:
+        """Where the token comes from, for error messages (never the token itself)."""
+        if self._file is not None:
+            return f"token from token_file {self._file}"
+        return "token from the config's token key"
+
     def __repr__(self) -> str:
         source = f"file {self._file}" if self._file else "inline value"
         return f"<TokenAuth from {source}>"

@@ -47,6 +47,7 @@ class CliState:
     """Set by the top-level callback; read by each command."""
 
     config_path: str | None = None
+    warned: bool = False
 
 
 def state(ctx: typer.Context) -> CliState:
@@ -59,8 +60,15 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def config(ctx: typer.Context) -> Config:
-    """Load and validate the configuration named by --config / JANITOR_CONFIG."""
-    return load_config(state(ctx).config_path)
+    """Load and validate the configuration named by --config / JANITOR_CONFIG; print its
+    warnings (once per command) to stderr."""
+    cli = state(ctx)
+    cfg = load_config(cli.config_path)
+    if not cli.warned:
+        cli.warned = True
+        for warning in cfg.warnings:
+            typer.echo(f"janitor: warning: {warning}", err=True)
+    return cfg
 
 
 def require_targets(cfg: Config) -> None:

@@ -14,6 +14,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import stamina
+
 from janitor.logcontext import ContextFilter
 
 PRIORITIES = {
@@ -143,4 +145,7 @@ def setup_logging(fmt: str = "auto", level: str = "INFO", stream: TextIO | None 
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "sqlalchemy.engine", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # janitor logs its own retries ("retrying GET URL (1/3) after ..."); stamina's events
+    # would repeat them with library fields (stamina.callable, stamina.args)
+    stamina.instrumentation.set_on_retry_hooks([])
     logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -10,6 +10,7 @@ Every condition answers three-valued: True, False, or None when the session does
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -84,7 +85,9 @@ def compile_condition(name: str, value: Any) -> Condition:
         cls = CONDITIONS[name]
     except KeyError:
         known = ", ".join(sorted(CONDITIONS))
-        raise ConditionError(f"unknown key (known conditions: {known})") from None
+        close = difflib.get_close_matches(name, sorted(CONDITIONS), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConditionError(f"unknown key ({hint}known conditions: {known})") from None
     return cls(value)
 
 

@@ -203,6 +203,16 @@ def _located(where: str, policy: str | None, field: str, message: str) -> str:
 
 def parse_specs(data: Any, *, where: str) -> list[PolicySpec]:
     """Validate a loaded document into specs (shape, then conditions), names unique."""
+    if data is None:
+        raise PolicyError(
+            f"{where}: the file is empty: expected a document like 'policies: [...]' "
+            "(see docs/policies.md)"
+        )
+    if not isinstance(data, dict):
+        raise PolicyError(
+            f"{where}: expected a mapping with a 'policies' list at the top, got a YAML "
+            f"{_yaml_kind(data)}"
+        )
     try:
         document = PolicyDocument.model_validate(data)
     except ValidationError as exc:
@@ -231,9 +241,29 @@ def _pydantic_message(where: str, policy: str | None, exc: ValidationError) -> s
         field = ".".join(str(part) for part in error["loc"]) or "(document)"
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = "unknown key" + _unknown_key_hint(str(error["loc"][-1]), policy is None)
         lines.append(_located(where, policy, field, message))
     return "\n".join(lines)
+
+
+def _unknown_key_hint(key: str, document: bool) -> str:
+    """Where an unknown key probably belongs: under ``match``, or a close known key."""
+    from janitor.policy.conditions import CONDITIONS
+
+    if not document and key in CONDITIONS:
+        return f": {key} is a condition: it belongs under match (or exempt)"
+    known = list(PolicyDocument.model_fields if document else PolicySpec.model_fields)
+    close = difflib.get_close_matches(key, known + ([] if document else list(CONDITIONS)), n=1)
+    if not close:
+        return f" (known keys: {', '.join(known)})"
+    where = " under match" if not document and close[0] in CONDITIONS else ""
+    return f" (did you mean {close[0]!r}{where}?)"
+
+
+def _yaml_kind(data: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(data), type(data).__name__
+    )
 
 
 def load_policy_files(path: Path) -> list[PolicySpec]:
@@ -270,7 +300,52 @@ def _read_yaml(file: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(f"{file}: invalid YAML{line}: {problem}") from None
+        shown = ""
+        if mark is not None and 0 <= mark.line < len(text.splitlines()):
+            shown = f"\n    {text.splitlines()[mark.line].rstrip()}\n    {' ' * mark.column}^"
+        raise PolicyError(f"{file}: invalid YAML{line}: {_plain(problem)}{shown}") from None
+
+
+#: What PyYAML's messages usually mean in a policy file.
+_YAML_HINTS: tuple[tuple[str, str], ...] = (
+    (
+        "mapping values are not allowed",
+        (
+            "a ':' where YAML expected none: check this line's indentation (the keys of one "
+            "mapping start in the same column), or quote a value that contains ': '"
+        ),
+    ),
+    (
+        "expected <block end>",
+        (
+            "this line is indented differently from the lines before it: the items of one "
+            "list or mapping must start in the same column"
+        ),
+    ),
+    (
+        "did not find expected key",
+        (
+            "this line is indented differently from the lines before it: the keys of one "
+            "mapping must start in the same column"
+        ),
+    ),
+    (
+        "did not find expected '-' indicator",
+        "a list item out of line: every '- ' of one list starts in the same column",
+    ),
+    (
+        "could not find expected ':'",
+        "a key without ':', or a value that continues on the next line without being indented",
+    ),
+    ("cannot start any token", "a tab or a stray character: YAML indents with spaces only"),
+)
+
+
+def _plain(problem: str) -> str:
+    for marker, meaning in _YAML_HINTS:
+        if marker in problem:
+            return f"{meaning} (YAML: {problem})"
+    return problem
 
 
 def check_actions(

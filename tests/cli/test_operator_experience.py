@@ -140,3 +140,111 @@ def test_help_shows_plain_flags() -> None:
     assert result.exit_code == 0
     assert "--dry-run" in result.stdout
     assert "<bool>" not in result.stdout
+
+
+# --- errors that point at the cause -------------------------------------------------------
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JANITOR_SWEEP_INTERVAL", "abc")
+    result = invoke("-c", str(config), "policy", "list")
+    assert result.exit_code == 2
+    assert "environment variable JANITOR_SWEEP_INTERVAL: key sweep_interval" in result.stderr
+    assert str(config) not in result.stderr, "the file is not what is wrong"
+
+
+def test_a_bad_value_from_a_credentials_file_names_the_file(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "janitor_listen").write_text("nowhere")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    result = invoke("-c", str(config), "policy", "list")
+    assert result.exit_code == 2
+    assert f"credentials file {creds / 'janitor_listen'}: key listen" in result.stderr
+
+
+def test_a_mistyped_janitor_variable_is_warned_about(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JANITOR_SWEEP_INTERVL", "5m")
+    result = invoke("-c", str(config), "policy", "list")
+    assert result.exit_code == 0
+    assert (
+        "environment variable JANITOR_SWEEP_INTERVL is not a janitor setting; ignored "
+        "(did you mean JANITOR_SWEEP_INTERVAL?)"
+    ) in result.stderr
+
+
+def test_jitter_longer_than_the_interval_is_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "janitor.toml"
+    path.write_text(
+        jupyter_toml(
+            f"sqlite:///{tmp_path / 'j.db'}",
+            "http://127.0.0.1:9/",
+            sweep_interval='"1m"',
+            sweep_jitter='"5m"',
+        )
+    )
+    result = invoke("-c", str(path), "db", "upgrade")
+    assert result.exit_code == 0
+    assert "sweep_jitter (5m) is longer than sweep_interval (1m)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            'sweep_intervall = "5m"',
+            "key sweep_intervall: unknown key (did you mean 'sweep_interval'?)",
+        ),
+        (
+            '[notify]\nwebhook_urll = "x"',
+            "key notify.webhook_urll: unknown key (did you mean 'webhook_url'?)",
+        ),
+    ],
+)
+def test_an_unknown_config_key_suggests_the_close_one(
+    tmp_path: Path, toml: str, message: str
+) -> None:
+    path = tmp_path / "janitor.toml"
+    path.write_text(toml + "\n")
+    result = invoke("-c", str(path), "policy", "list")
+    assert result.exit_code == 2
+    assert f"{path}: {message}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the file is empty: expected a document like 'policies: [...]'"),
+        ("- name: a\n", "expected a mapping with a 'policies' list at the top, got a YAML list"),
+        (
+            "policies:\n  - name: a\n    match:\n      idle_for: 2h\n     action: delete\n",
+            "invalid YAML (line 5, column 6): this line is indented differently",
+        ),
+        (
+            "policies:\n  - name: a\n    idle_for: 2h\n    match: {state: [idle]}\n    action: delete\n",
+            "policy a: idle_for: unknown key: idle_for is a condition: it belongs under match",
+        ),
+        (
+            "policies:\n  - name: a\n    match: {idle_fo: 2h}\n    action: delete\n",
+            "policy a: match.idle_fo: unknown key (did you mean 'idle_for'?",
+        ),
+        (
+            "policies:\n  - name: a\n    match: {idle_for: 2h}\n    acton: delete\n",
+            "policy a: acton: unknown key (did you mean 'action'?)",
+        ),
+    ],
+)
+def test_policy_file_mistakes_get_messages_a_person_can_act_on(
+    config: Path, tmp_path: Path, text: str, message: str
+) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text(text)
+    result = invoke("-c", str(config), "policy", "validate", "-f", str(file))
+    assert result.exit_code == 2
+    assert message in result.stderr, result.stderr

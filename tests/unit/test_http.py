@@ -642,7 +642,7 @@ def test_a_glue_400_access_denied_is_an_auth_failure_and_not_retried(write: bool
     assert len(server.requests) == 1
     error = caught.value
     assert str(error) == (
-        "POST /: 400 credentials rejected (400 AccessDeniedException: User: "
+        "POST /: 400 credentials rejected by http://glue.test/ (400 AccessDeniedException: User: "
         "arn:aws:sts::123456789012:assumed-role/janitor/i-0abc is not authorized to perform: "
         "glue:GetSession)"
     )
