@@ -4,11 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help run test test-full lint fmt bench clean venv
+.PHONY: help run test test-quick test-full lint fmt bench clean venv
 
 help:
 	@echo "make run        set up and run the demo: the daemon against a simulated Jupyter server"
 	@echo "make test       set up and run the test suite"
+	@echo "make test-quick unit, provider and CLI tests with small property-test sizes (the edit-test loop)"
 	@echo "make test-full  the test suite at the sizes of reference/reliability.md (slow)"
 	@echo "make lint       ruff, mypy --strict, hadolint (Dockerfile), systemd-analyze (unit)"
 	@echo "make bench      benchmarks against loopback fake servers"
@@ -26,6 +27,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+test-quick: $(STAMP)
+	JANITOR_TEST_QUICK=1 $(BIN)/pytest -q -x -p no:randomly tests/unit tests/providers tests/cli
 
 test-full: $(STAMP)
 	JANITOR_TEST_FULL=1 $(BIN)/pytest -m "slow or not slow"

@@ -347,13 +347,16 @@ def _log_outcome(
     run: TargetRun, decision: Decision, action: Action | None, outcome: Outcome, reason: str
 ) -> None:
     bad = outcome in (Outcome.FAILED, Outcome.UNKNOWN)
+    session = decision.session
     log.log(
         logging.ERROR if bad else logging.INFO,
-        "%s %s %s: %s",
+        "%s %s %s (%s): %s",
         outcome,
         action,
-        decision.session.id,
+        session.name,
+        session.id,
         reason,
+        extra={"session_id": session.id, "session_name": session.name},
     )
     if bad:
         run.rt.alerter.report(

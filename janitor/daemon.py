@@ -26,6 +26,7 @@ from typing import Any
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from janitor import metrics
 from janitor.chainwatch import ChainWatch
 from janitor.dbwatch import DatabaseWatch
 from janitor.durations import format_duration
@@ -68,6 +69,7 @@ class Daemon:
         if self.server:
             self.server.start()
         sentry.init_sentry(self.rt.config)
+        metrics.start_series(t.name for t in self.rt.config.targets)
         self._announce()
         await self.db_watch.check()
         if self.db_watch.schema_outdated:

@@ -10,6 +10,8 @@ one time series (a shrinking count means rows were deleted).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from janitor import __version__
@@ -112,3 +114,29 @@ def record_audit_head(rows: int, head: str) -> None:
     """Export the chain's length and head hash (called after every sweep)."""
     AUDIT_ROWS.set(rows)
     AUDIT_HEAD.info({"hash": head})
+
+
+#: Every kind of alert janitor raises (docs/operations.md builds alert rules on them).
+ALERT_KINDS = (
+    "blocked",
+    "target_failed",
+    "circuit_open",
+    "chain_broken",
+    "sweep_timeout",
+    "settle_timeout",
+)
+
+
+def start_series(targets: Iterable[str]) -> None:
+    """Create, at zero, the series alert rules are built on, so they exist from the start.
+
+    A counter child that was never incremented does not exist: a rule on
+    ``janitor_alerts_total`` or ``janitor_circuit_open`` would have no series to watch until
+    the first incident.
+    """
+    for kind in ALERT_KINDS:
+        ALERTS.labels(kind)
+    for target in targets:
+        CIRCUIT_OPEN.labels(target).set(0)
+        for scope in ("policy", "target"):
+            BLAST_RADIUS_BLOCKS.labels(target, scope)

@@ -78,7 +78,14 @@ class Warner:
         act_after: datetime | None,
     ) -> str | None:
         """Log and post the warning; return None when delivered, else why it was not."""
-        log.warning("warning %s %s: %s", session.target, session.id, message)
+        log.warning(
+            "warning %s %s (%s): %s",
+            session.target,
+            session.name,
+            session.id,
+            message,
+            extra={"session_id": session.id, "session_name": session.name},
+        )
         if not self.webhook.enabled:
             return None
         try:

@@ -198,5 +198,13 @@ async def _record(run: TargetRun, intent: AuditEvent, outcome: Outcome, reason: 
     # Counted in the metrics but not in this sweep's outcomes: closing an earlier intent is
     # bookkeeping, not a failure of this sweep.
     metrics.ACTIONS.labels(run.target.name, str(intent.action or "-"), str(outcome)).inc()
-    log.info("intent %s on %s: %s (%s)", intent.id, intent.session_id, outcome, reason)
+    log.info(
+        "intent %s on %s (%s): %s (%s)",
+        intent.id,
+        intent.session_name,
+        intent.session_id,
+        outcome,
+        reason,
+        extra={"session_id": intent.session_id, "session_name": intent.session_name},
+    )
     return True

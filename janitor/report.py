@@ -90,6 +90,17 @@ class SweepReport:
         """True when any target failed, or the sweep could not be recorded: exit 1."""
         return self.store_error is not None or any(t.failed for t in self.targets)
 
+    @property
+    def status(self) -> str:
+        """``ok``; ``skipped`` when the only trouble is targets another replica was sweeping
+        (``janitor sweep`` still exits 1 naming the holder); else ``failed``."""
+        if not self.failed:
+            return "ok"
+        troubled = [t for t in self.targets if t.failed]
+        if self.store_error is None and all(t.lease_holder is not None for t in troubled):
+            return "skipped"
+        return "failed"
+
     def summary(self) -> dict[str, object]:
         """A JSON-compatible summary (stored with the sweep and printed by the CLI)."""
         return {
@@ -97,6 +108,7 @@ class SweepReport:
             "dry_run": self.dry_run,
             "seconds": round(self.seconds, 3),
             "failed": self.failed,
+            "status": self.status,
             "error": self.store_error,
             "targets": [t.summary() for t in self.targets],
         }

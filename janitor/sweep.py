@@ -109,7 +109,7 @@ async def _start(rt: Runtime, report: SweepReport) -> None:
 
 
 async def _finish(rt: Runtime, report: SweepReport) -> None:
-    status = "failed" if report.failed else "ok"
+    status = report.status
     try:
         await db(
             rt.store.sweeps.finish,

@@ -29,6 +29,7 @@ POSTGRES_URL = os.environ.get(
 )
 REQUIRE_POSTGRES = os.environ.get("JANITOR_REQUIRE_POSTGRES") == "1"
 FULL = os.environ.get("JANITOR_TEST_FULL") == "1"
+QUICK = os.environ.get("JANITOR_TEST_QUICK") == "1"  # make test-quick: the edit-test loop
 
 settings.register_profile(
     "ci",
@@ -44,7 +45,14 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.load_profile("full" if FULL else "ci")
+settings.register_profile(
+    "quick",
+    derandomize=True,
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("full" if FULL else "quick" if QUICK else "ci")
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +63,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             "JANITOR_TEST_POSTGRES_URL",
             "JANITOR_REQUIRE_POSTGRES",
             "JANITOR_TEST_FULL",
+            "JANITOR_TEST_QUICK",
         ):
             monkeypatch.delenv(name)
     for name in (

@@ -47,8 +47,13 @@ def write_files(directory: Path, sim_url: str, listen: str) -> Path:
     (directory / "token").write_text(TOKEN + "\n", encoding="utf-8")
     policies = directory / "policies.yaml"
     source = importlib.resources.files("janitor.sim") / "demo-policies.yaml"
-    with importlib.resources.as_file(source) as path:
-        shutil.copyfile(path, policies)
+    if not policies.exists():
+        with importlib.resources.as_file(source) as path:
+            shutil.copyfile(path, policies)
+    elif policies.read_text(encoding="utf-8") != source.read_text(encoding="utf-8"):
+        log.info(
+            "demo: keeping your edited %s (delete it to get the demo's policies back)", policies
+        )
     config = directory / "janitor.toml"
     config.write_text(
         "# written by `janitor demo`\n"

@@ -248,3 +248,23 @@ def test_policy_file_mistakes_get_messages_a_person_can_act_on(
     result = invoke("-c", str(config), "policy", "validate", "-f", str(file))
     assert result.exit_code == 2
     assert message in result.stderr, result.stderr
+
+
+# --- logs and summaries that match -------------------------------------------------------
+
+
+def test_a_target_swept_by_another_replica_is_skipped_not_failed(config: Path) -> None:
+    from datetime import timedelta
+
+    store = Store.open(f"sqlite:///{config.parent / 'j.db'}")
+    try:
+        assert store.leases.acquire("target:notebooks", "other-host:42:abcd", timedelta(hours=1))
+    finally:
+        store.close()
+    result = invoke("-c", str(config), "sweep", "-o", "json")
+    assert result.exit_code == 1, "still exit 1: that target was not swept"
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "skipped"
+    assert summary["targets"][0]["lease_holder"] == "other-host:42:abcd"
+    assert "target notebooks is being swept by other-host:42:abcd" in result.stderr
+    assert "(failed)" not in result.stderr

@@ -97,7 +97,7 @@ def _stored(config: Path) -> list[dict[str, object]]:
         (
             "max_connections: 0",
             "max_conections: 0",
-            "policy idle-notebooks: match.max_conections: unknown key (known conditions:",
+            "policy idle-notebooks: match.max_conections: unknown key (did you mean 'max_connections'?",
         ),
         (
             "name: idle-notebooks",

@@ -166,6 +166,18 @@ def test_metrics_match_the_audit_trail_and_the_provider(
     assert total(samples, "janitor_build_info", version=__version__) == 1
     assert total(samples, "janitor_paused") == 0
 
+    # the series docs/operations.md builds alert rules on exist from the start, at zero
+    for kind in ("chain_broken", "target_failed", "circuit_open", "sweep_timeout"):
+        assert (("janitor_alerts_total", (("kind", kind),))) in samples, kind
+        assert total(samples, "janitor_alerts_total", kind=kind) == 0
+    for target in ("notebooks", "crowded"):
+        assert ("janitor_circuit_open", (("target", target),)) in samples
+        assert total(samples, "janitor_circuit_open", target=target) == 0
+    assert (
+        "janitor_blast_radius_blocks_total",
+        (("scope", "policy"), ("target", "notebooks")),
+    ) in samples
+
     # every line logged inside the sweep names the sweep and its target
     sweep_lines = [line for line in logs if line["logger"] in ("janitor.sweep", "janitor.actions")]
     per_target = [line for line in sweep_lines if line["target"] is not None]

@@ -65,7 +65,8 @@ def test_in_state_for_uses_memory_only_for_the_same_state() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("idle_forever", "1h", "unknown key (known conditions: age, idle_for"),
+        ("idle_forever", "1h", "unknown key (did you mean 'idle_for'? known conditions: age,"),
+        ("colour", "red", "unknown key (known conditions: age, idle_for"),
         ("idle_for", "two hours", "invalid duration 'two hours'"),
         ("idle_for", "0s", "must be a positive duration"),
         ("state", ["idle", "sleeping"], "expected a list of states from: idle, busy"),

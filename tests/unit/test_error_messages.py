@@ -16,6 +16,7 @@ from janitor.errors import AuthFailed
 from janitor.observability.logs import setup_logging
 from janitor.providers.jupyter import JupyterProvider
 from janitor.sim.jupyter import JupyterSim
+from janitor.store import Store
 from janitor.targets import JupyterConfig
 from tests.fakes.jupyter import Fault, SimTransport, on
 
@@ -78,3 +79,44 @@ def test_retries_are_logged_by_janitor_with_the_url_and_the_cause(
     ]
     assert not [line for line in lines if line["logger"] == "stamina"], "no library events"
     assert not [key for line in lines for key in line if key.startswith("stamina")]
+
+
+def test_action_logs_name_the_session_by_name_and_id(
+    sim: JupyterSim, clock: FrozenClock, sqlite_store: Store
+) -> None:
+    from datetime import timedelta
+
+    from janitor.policy.spec import PolicySpec
+    from janitor.sweep import run_sweep
+    from tests.conftest import build_runtime, make_config
+
+    session = sim.add_session("work/quarterly.ipynb", idle_for=timedelta(hours=3))
+    sqlite_store.policies.apply(
+        [
+            PolicySpec.model_validate(
+                {"name": "idle", "match": {"idle_for": "1h"}, "action": "delete", "mode": "enforce"}
+            )
+        ],
+        actor="t",
+        now=clock.now(),
+    )
+    stream = StringIO()
+    setup_logging("json", "INFO", stream=stream)
+    config = make_config("sqlite://")
+
+    async def scenario() -> None:
+        rt = build_runtime(config, sqlite_store, {"nb": SimTransport(sim)}, clock)
+        try:
+            await run_sweep(rt)
+        finally:
+            await rt.providers["nb"].aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        logging.getLogger().handlers.clear()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    [done] = [line for line in lines if line["message"].startswith("executed delete")]
+    assert done["session_name"] == "quarterly.ipynb"
+    assert done["session_id"] == session.id
+    assert f"quarterly.ipynb ({session.id})" in done["message"]
