@@ -114,21 +114,35 @@ class Fault:
 
     ``op``: ``list`` (every sessions page; ``list_next`` those after the first), ``get``,
     ``statements`` (every page; ``statements_next``), ``act`` (the close) or ``iam``. ``error``
-    raises that httpx error; with ``after`` the server carries the request out first.
+    raises that httpx error; with ``after`` the server carries the request out first. ``where``
+    narrows it to request paths containing that text; ``raw`` answers those bytes, not JSON.
     """
 
     op: str
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    raw: bytes | None = None
+    where: str = ""
     error: type[httpx.HTTPError] | None = None
     after: bool = False
     times: int = 1
     hits: int = 0
 
-    def matches(self, op: str) -> bool:
-        """True for its own op, and for later pages of ``list``/``statements``."""
-        return self.hits < self.times and self.op in (op, op.removesuffix("_next"))
+    def matches(self, op: str, path: str) -> bool:
+        """True for its own op (and later pages of ``list``/``statements``) and path."""
+        return (
+            self.hits < self.times
+            and self.op in (op, op.removesuffix("_next"))
+            and self.where in path
+        )
+
+    def response(self) -> httpx.Response:
+        """The injected answer."""
+        headers = {**_headers(), **self.headers}
+        if self.raw is not None:
+            return httpx.Response(self.status or 500, content=self.raw, headers=headers)
+        return httpx.Response(self.status or 500, json=self.body, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -158,6 +172,7 @@ class FabricServer:
     issued: dict[str, datetime] = field(default_factory=dict)  # IAM token -> expiry
     closes: Counter[str] = field(default_factory=Counter)  # closes that took effect
     log: list[tuple[str, str]] = field(default_factory=list)  # (method, op)
+    targets: list[str] = field(default_factory=list)  # path and query, as sent
     rejected: list[str] = field(default_factory=list)  # why requests failed authentication
     faults: list[Fault] = field(default_factory=list)
     before: dict[str, Callable[[], None]] = field(default_factory=dict)  # op -> run once
@@ -233,19 +248,18 @@ class FabricServer:
         op = _op(request)
         with self.lock:
             self.log.append((request.method, op))
+            self.targets.append(request.url.raw_path.decode("ascii"))
             hook = self.before.pop(op, None)
         if hook is not None:
             hook()
         for fault in self.faults:
-            if fault.matches(op):
+            if fault.matches(op, request.url.path):
                 fault.hits += 1
                 if fault.after:
                     self.answer(request)
                 if fault.error is not None:
                     raise fault.error("injected", request=request)
-                return httpx.Response(
-                    fault.status or 500, json=fault.body, headers={**_headers(), **fault.headers}
-                )
+                return fault.response()
         return self.answer(request)
 
     def answer(self, request: httpx.Request) -> httpx.Response:
