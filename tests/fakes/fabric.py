@@ -29,6 +29,7 @@ constants below are the bodies Huawei sends for throttling (429 ``APIG.0308``), 
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import hashlib
 import hmac
@@ -238,8 +239,17 @@ class FabricServer:
         return sum(1 for _, logged in self.log if logged in ops)
 
     def transport(self) -> httpx.MockTransport:
-        """An in-process transport to the service (and to IAM)."""
-        return httpx.MockTransport(self.handle)
+        """An in-process transport to the service (and to IAM), for async clients.
+
+        Each answer first yields to the event loop, as a network round trip would, so
+        concurrent requests interleave.
+        """
+
+        async def handle(request: httpx.Request) -> httpx.Response:
+            await asyncio.sleep(0)
+            return self.handle(request)
+
+        return httpx.MockTransport(handle)
 
     # --- the wire ------------------------------------------------------------------------
 
