@@ -185,8 +185,13 @@ class FabricSqlProvider(ProviderBase):
             for workspace, raw in listed
             if _session_id(raw) and raw.get("status") == "RUNNING"
         ]
-        read = await asyncio.gather(*(self._statements(ws, sid) for ws, sid in running))
-        statements = dict(zip(running, read, strict=True))
+        try:
+            # an auth failure cancels the other reads: no request outlives the listing
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._statements(ws, sid)) for ws, sid in running]
+        except* AuthFailed as failed:
+            raise failed.exceptions[0] from None
+        statements = {key: task.result() for key, task in zip(running, tasks, strict=True)}
         records: list[Session] = []
         invalid: list[InvalidRecord] = []
         for workspace, raw in listed:
