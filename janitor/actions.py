@@ -264,7 +264,7 @@ def receipt_outcome(
     if receipt.absent:
         return Outcome.ALREADY_ABSENT, "the provider says the session is already gone"
     if receipt.changed:
-        return Outcome.SKIPPED_CHANGED, f"the provider's precondition failed: {receipt.detail}"
+        return Outcome.SKIPPED_CHANGED, f"not done: {receipt.detail or 'the session changed'}"
     spec = run.provider.specs.get(action)
     if receipt.accepted or (spec is not None and spec.asynchronous):
         return Outcome.ACCEPTED, f"{action} accepted, settling: {decision.reason}"

@@ -762,7 +762,7 @@ def test_a_failed_precondition_is_skipped_changed(world: World, status: int) -> 
     (report,) = sweep(world, setup=precondition)
     assert report.targets[0].outcomes == {Outcome.SKIPPED_CHANGED: 1}
     result = rows(world, session.id, AuditKind.OUTCOME)[0]
-    assert result.reason == "the provider's precondition failed: etag mismatch"
+    assert result.reason == "not done: etag mismatch"
     assert result.http_status == status
     assert deletes_of(world, session.id) == 1
     assert world.store.audit.pending_intents("nb") == []
