@@ -549,7 +549,7 @@ class _Memory:
 _SHARED: dict[str, Any] = {}
 
 
-def test_key() -> TestKey:
+def signing_key() -> TestKey:
     """One API key for the whole test run (generating RSA keys takes time)."""
     if "key" not in _SHARED:
         _SHARED["key"] = TestKey.generate()
@@ -558,11 +558,11 @@ def test_key() -> TestKey:
 
 
 def shared_profile() -> Path:
-    """An OCI config file for :func:`test_key`, written once per test run (removed at exit)."""
+    """An OCI config file for :func:`signing_key`, written once per test run (removed at exit)."""
     if "profile" not in _SHARED:
         home = Path(tempfile.mkdtemp(prefix="janitor-aidp-"))
         atexit.register(shutil.rmtree, home, True)
-        _SHARED["profile"] = write_profile(home, test_key())
+        _SHARED["profile"] = write_profile(home, signing_key())
     profile: Path = _SHARED["profile"]
     return profile
 
@@ -598,7 +598,7 @@ class AidpContract:
     page_size = 3
 
     def __init__(self, clock: Clock) -> None:
-        self.key = test_key()
+        self.key = signing_key()
         self.verifier = Verifier()
         self.verifier.trust(self.key)
         self.server = AidpServer(verifier=self.verifier, clock=clock, max_page=self.page_size)
