@@ -567,8 +567,12 @@ def shared_profile() -> Path:
     return profile
 
 
-def aidp_config(base_url: str, config_file: Path, *, name: str = "aidp", **keys: Any) -> AidpConfig:
-    """An ``aidp`` target on the fake platform, signing with the profile in ``config_file``."""
+def aidp_config(
+    base_url: str, config_file: Path | None, *, name: str = "aidp", **keys: Any
+) -> AidpConfig:
+    """An ``aidp`` target on the fake platform, signing with the profile in ``config_file``
+    (None for principals, which take no file)."""
+    files = {"oci_config_file": str(config_file)} if config_file is not None else {}
     return AidpConfig.model_validate(
         {
             "name": name,
@@ -576,7 +580,7 @@ def aidp_config(base_url: str, config_file: Path, *, name: str = "aidp", **keys:
             "base_url": base_url,
             "ai_data_platform_id": PLATFORM,
             "workspaces": list(WORKSPACES),
-            "oci_config_file": str(config_file),
+            **files,
             **keys,
         }
     )
