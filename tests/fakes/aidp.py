@@ -150,6 +150,8 @@ class AidpApi:
     log: list[tuple[str, str, str, str | None]] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
     duplicate_next: str | None = None  # session id repeated at the top of the next page
+    #: (method, session id, if-match sent, etag then) of every PATCH and DELETE of a session
+    preconditions: list[tuple[str, str, str | None, str]] = field(default_factory=list)
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -256,6 +258,7 @@ class AidpApi:
             if method not in ("PATCH", "DELETE"):
                 return error(405, "MethodNotAllowed", f"{method} is not allowed here")
             if_match = headers.get("if-match")
+            self.preconditions.append((method, session_id, if_match, etag))
             if if_match is not None and if_match != etag:
                 return error(
                     412, "PreconditionFailed", "The resource has changed since the etag given."
