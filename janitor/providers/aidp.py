@@ -28,21 +28,24 @@ in tests/integration/test_aidp_jupyter.py).
 State mapping. ``provider_state`` is the kernel's ``execution_state`` while the session is
 ``ACTIVE``, else the session's ``lifecycleState``:
 
-================  ================  =========  ============================================
-lifecycleState    execution_state   state      note
-================  ================  =========  ============================================
-``CREATING``      (any)             pending    provider_state ``CREATING``
-``FAILED``        (any)             dead       provider_state ``FAILED``: creation failed
-``ACTIVE``        ``idle``          idle
-``ACTIVE``        ``busy``          busy       never acted on unless a policy names it
-``ACTIVE``        ``starting``      pending    stays ``starting`` until a client connects
-``ACTIVE``        ``restarting``    pending
-``ACTIVE``        ``autorestarting`` pending
-``ACTIVE``        ``terminating``   stopping
-``ACTIVE``        ``dead``          dead
-``ACTIVE``        anything else     unknown    ``unknown`` included; never acted on
-anything else     (any)             unknown    a missing lifecycleState too; never acted on
-================  ================  =========  ============================================
+==================  ==================  =========  ======================================
+lifecycleState      execution_state     state      note
+==================  ==================  =========  ======================================
+``CREATING``        (any)               pending    provider_state ``CREATING``
+``FAILED``          (any)               dead       provider_state ``FAILED``: creation
+                                                   failed
+``ACTIVE``          ``idle``            idle
+``ACTIVE``          ``busy``            busy       never acted on unless a policy names it
+``ACTIVE``          ``starting``        pending    stays ``starting`` until a client
+                                                   connects
+``ACTIVE``          ``restarting``      pending
+``ACTIVE``          ``autorestarting``  pending
+``ACTIVE``          ``terminating``     stopping
+``ACTIVE``          ``dead``            dead
+``ACTIVE``          anything else       unknown    ``unknown`` included; never acted on
+anything else       (any)               unknown    a missing lifecycleState too; never
+                                                   acted on
+==================  ==================  =========  ======================================
 
 Record mapping: ``name`` is the session's name with janitor's warning prefix stripped (the
 prefix is in ``warning``), ``kind`` the session ``type`` (``notebook``, ``file``,
@@ -50,8 +53,9 @@ prefix is in ``warning``), ``kind`` the session ``type`` (``notebook``, ``file``
 ``parent_id`` is the kernel id (several sessions on one kernel: ``shared``, as in Jupyter,
 whose DELETE of a session shuts its kernel down under the others). Labels: ``workspace``,
 ``kernel_name`` and ``cluster_id`` (when reported). AIDP reports **no creation time, no
-owner, no tags and no last-modified time**: ``created_at`` and ``owner`` stay None (age and
-owner conditions never hold; policies rely on activity, state, name and labels).
+owner, no tags and no last-modified time**: ``created_at`` and ``owner`` stay None (``age``
+counts from janitor's first sighting; ``owner`` is unknown, so it never matches and, in an
+exemption, exempts): policies rely on activity, state, name and labels.
 
 Preconditions. Listed records carry no etag (``SessionSummary`` has none; the collection's
 ``etag`` header is of the whole list), so ``Session.etag`` stays None and the re-check compares
