@@ -582,6 +582,23 @@ def test_warn_names_the_day_when_it_is_not_today_and_notify_names_no_time(
     assert PREFIX.match(shown)
 
 
+def test_a_session_that_already_shows_the_warning_is_not_renamed_again(
+    platform: AidpServer, clock: FrozenClock
+) -> None:
+    session = platform.add("nb")
+
+    async def scenario(provider: AidpProvider) -> list[Any]:
+        first = await provider.warn(only(await provider.list_sessions()), "m", act_after=NOW)
+        clock.advance(timedelta(minutes=5))  # a later sweep, a later time in the message
+        warned = only(await provider.list_sessions())
+        return [first, await provider.warn(warned, "m", act_after=NOW + timedelta(minutes=5))]
+
+    first, again = run(platform, clock, scenario)
+    assert platform.renames() == 1, "written once"
+    assert again.original == first.original == "nb"
+    assert platform.sessions[session.ref].name == "[idle: cleanup at 12:00 UTC] nb"
+
+
 def test_warn_does_not_rename_a_session_the_user_came_back_to(
     platform: AidpServer, clock: FrozenClock
 ) -> None:
