@@ -20,6 +20,7 @@ from janitor.errors import AuthFailed, OutcomeUnknown, ProviderError
 from janitor.model import Action, Outcome, Session, State
 from janitor.providers.base import Provider
 from tests.conftest import NOW
+from tests.fakes.aidp import AidpContract
 from tests.fakes.fabric import FabricContract
 from tests.fakes.jupyter import JupyterContract
 from tests.fakes.toy import ToyContract
@@ -29,6 +30,7 @@ T = TypeVar("T")
 
 #: provider name -> its contract fake
 FAKES: dict[str, ContractFactory] = {
+    "aidp": AidpContract,
     "fabric_sql": FabricContract,
     "jupyter": JupyterContract,
     "toy": ToyContract,  # tests/fakes/toy.py: not shipped; proves the cases real APIs lack
