@@ -320,7 +320,7 @@ class GlueServer:
         if self.duplicate_once and offset > 0:
             items = [self.sessions[self.duplicate_once].model(), *items]
             self.duplicate_once = None
-        out: dict[str, Any] = {"Ids": [i["Id"] for i in items], "Sessions": items}
+        out: dict[str, Any] = {"Ids": [i.get("Id") for i in items], "Sessions": items}
         if offset + size < len(ids):
             out["NextToken"] = _token_for(offset + size)
         return _ok(out)
