@@ -772,3 +772,12 @@ def test_an_unexpected_read_error_is_a_provider_error(
 
     with pytest.raises(ProviderError, match="InvalidInputException"):
         run(server, clock, body)
+
+
+def test_a_statement_in_an_unknown_state_is_an_anomaly(
+    server: GlueServer, clock: FrozenClock
+) -> None:
+    server.add("s")
+    server.run("s", state="PONDERING", ago=timedelta(hours=2))
+    record = listing(server, clock)["s"]
+    assert any("unknown state 'PONDERING'" in a for a in record.anomalies)
