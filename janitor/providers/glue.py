@@ -488,7 +488,7 @@ class GlueProvider(ProviderBase):
         send = self.http.write if write else self.http.read
         return await send(
             "POST",
-            "",
+            "/",
             content=json.dumps(body).encode(),
             headers={"x-amz-target": f"AWSGlue.{op}", "content-type": CONTENT_TYPE},
         )
