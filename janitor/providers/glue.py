@@ -69,6 +69,7 @@ delete: accepted; otherwise changed, naming the state). Parents: none.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -508,6 +509,7 @@ class GlueProvider(ProviderBase):
         return _json(response, op, self.config.name)
 
 
+@functools.cache
 def partition_of(region: str) -> tuple[str, str]:
     """The partition (``aws``, ``aws-cn``, ...) and DNS suffix of ``region``, from botocore."""
     import botocore.loaders  # type: ignore[import-untyped]
