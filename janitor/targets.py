@@ -264,6 +264,10 @@ class GlueConfig(TargetConfig):
             raise ValueError("expected the 12 digits of an AWS account id")
         return value
 
+    def secret_values(self) -> list[str]:
+        """The secrets botocore's chain would read: the environment's and the profile's."""
+        return super().secret_values() + aws_secrets(self.profile, os.environ)
+
 
 class FabricSqlConfig(HttpTargetConfig):
     """``fabric_sql``: Huawei Cloud DataArts Fabric SQL sessions in ``workspaces`` (ids).
@@ -390,4 +394,52 @@ def oci_profile_secrets(config_file: Path, profile: str) -> list[str]:
     for key in ("key_file", "security_token_file"):
         if named := section.get(key):
             values += read_secret_file(Path(named).expanduser())
+    return values
+
+
+#: Environment variables that hold AWS secrets, and those that name a file holding one.
+AWS_SECRET_VARIABLES = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+)
+AWS_SECRET_FILE_VARIABLES = (
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+)
+
+
+def aws_secrets(profile: str | None, environ: Mapping[str, str]) -> list[str]:
+    """The AWS secrets botocore's credential chain would read at start: the secret variables,
+    the token files the environment names, and the secret keys and session token of
+    ``profile`` (else ``AWS_PROFILE``, else ``default``) in the shared credentials and config
+    files. Temporary credentials botocore fetches later (SSO, STS, metadata) are never
+    written anywhere janitor reports from.
+    """
+    values = [environ[name] for name in AWS_SECRET_VARIABLES if environ.get(name)]
+    for name in AWS_SECRET_FILE_VARIABLES:
+        if named := environ.get(name):
+            values += read_secret_file(Path(named).expanduser())
+    wanted = profile or environ.get("AWS_PROFILE") or "default"
+    files = (
+        (environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials", wanted),
+        (
+            environ.get("AWS_CONFIG_FILE") or "~/.aws/config",
+            wanted if wanted == "default" else f"profile {wanted}",
+        ),
+    )
+    for file, section in files:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with Path(file).expanduser().open(encoding="utf-8") as handle:
+                parser.read_file(handle)
+            found = parser[section]
+        except (OSError, RuntimeError, UnicodeDecodeError, configparser.Error, KeyError):
+            continue
+        values += [
+            found[key]
+            for key in ("aws_secret_access_key", "aws_session_token", "aws_security_token")
+            if found.get(key)
+        ]
     return values

@@ -22,6 +22,7 @@ from janitor.providers.base import Provider
 from tests.conftest import NOW
 from tests.fakes.aidp import AidpContract
 from tests.fakes.fabric import FabricContract
+from tests.fakes.glue import GlueContract
 from tests.fakes.jupyter import JupyterContract
 from tests.fakes.toy import ToyContract
 from tests.providers.contract import CAPABILITIES, ContractFactory, ContractFake
@@ -32,6 +33,7 @@ T = TypeVar("T")
 FAKES: dict[str, ContractFactory] = {
     "aidp": AidpContract,
     "fabric_sql": FabricContract,
+    "glue": GlueContract,  # tests/fakes/glue.py: 401/403/404/409/429 become Glue's 400 errors
     "jupyter": JupyterContract,
     "toy": ToyContract,  # tests/fakes/toy.py: not shipped; proves the cases real APIs lack
 }
