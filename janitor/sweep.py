@@ -350,10 +350,9 @@ def _decide_all(
 
 
 async def _may_proceed(run: TargetRun, decisions: Sequence[Decision]) -> bool:
-    """False when the kill switch is on: no warnings, withdrawals, notifications or actions."""
-    if not any(d.verdict in (Verdict.ACT, Verdict.WARN) for d in decisions) and not (
-        run.provider.native_warning and any(d.session.warning for d in decisions)
-    ):
+    """False when the kill switch is on: no warnings, notifications or actions (a withdrawal
+    checks the kill switch itself before its intent, like every provider write)."""
+    if not any(d.verdict in (Verdict.ACT, Verdict.WARN) for d in decisions):
         return True
     reason = await pause_reason(run)
     if reason is not None:
