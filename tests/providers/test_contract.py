@@ -20,6 +20,7 @@ from janitor.errors import AuthFailed, OutcomeUnknown, ProviderError
 from janitor.model import Action, Outcome, Session, State
 from janitor.providers.base import Provider
 from tests.conftest import NOW
+from tests.fakes.ess import EssContract
 from tests.fakes.jupyter import JupyterContract
 from tests.fakes.toy import ToyContract
 from tests.providers.contract import CAPABILITIES, ContractFactory, ContractFake
@@ -28,6 +29,7 @@ T = TypeVar("T")
 
 #: provider name -> its contract fake
 FAKES: dict[str, ContractFactory] = {
+    "ess": EssContract,
     "jupyter": JupyterContract,
     "toy": ToyContract,  # tests/fakes/toy.py: not shipped; proves the cases real APIs lack
 }
