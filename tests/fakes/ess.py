@@ -73,6 +73,7 @@ CANCEL_SLOWLY = frozenset({"RUNNING", "COMPLETED", "PAUSED"})
 FORCE_CANCEL_AFTER = timedelta(minutes=30)
 API = "/ess/rest/scheduler/v1/requests"
 TOKEN_PATH = "/oauth2/v1/token"
+DROP = object()  # an override that removes the field
 _FILTER = re.compile(r'state eq "([A-Z_]+)"')
 
 
@@ -96,6 +97,8 @@ class Request:
     application: str = "FinancialsEss"
     cancels: int = 0  # cancels that reached it
     force_cancels: int = 0
+    #: fields served instead of the real ones (``DROP`` removes one): malformed records
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def model(self, now: datetime, fields: list[str] | None) -> dict[str, Any]:
         """RequestDetails, only ``fields`` when given."""
@@ -119,6 +122,11 @@ class Request:
             "jobType": "JAVA_TYPE",
             "description": f"request {self.id}",
         }
+        for name, value in self.overrides.items():
+            if value is DROP:
+                full.pop(name, None)
+            else:
+                full[name] = value
         if fields is None:
             return full
         return {name: full[name] for name in fields if name in full}
@@ -144,6 +152,7 @@ class Fault:
     after: bool = False
     times: int = 1
     hits: int = 0
+    html: str | None = None  # a page instead of JSON (a proxy's login page)
 
 
 @dataclass
@@ -331,12 +340,15 @@ class EssServer:
                         self.answer(request)
                     if fault.error is not None:
                         raise fault.error("injected", request=request)
-                    response = httpx.Response(
+                    if fault.html is not None:
+                        return httpx.Response(
+                            fault.status or 200, html=fault.html, headers=_headers()
+                        )
+                    return httpx.Response(
                         fault.status or 500,
                         json=fault.body,
                         headers={**_headers(), **fault.headers},
                     )
-                    return response
             return self.answer(request)
 
         return httpx.MockTransport(handle)
