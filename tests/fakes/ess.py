@@ -153,6 +153,8 @@ class Fault:
     times: int = 1
     hits: int = 0
     html: str | None = None  # a page instead of JSON (a proxy's login page)
+    #: runs first; without a status, error or page the server then answers itself
+    before: Callable[[], None] | None = None
 
 
 @dataclass
@@ -336,6 +338,10 @@ class EssServer:
             for fault in self.faults:
                 if fault.hits < fault.times and fault.op in (op, _family(op)):
                     fault.hits += 1
+                    if fault.before is not None:
+                        fault.before()
+                        if fault.status is None and fault.error is None and fault.html is None:
+                            break
                     if fault.after:
                         self.answer(request)
                     if fault.error is not None:
