@@ -38,15 +38,16 @@ Listing. ESS has no listing of unfinished requests; ``GET requests/search/{pageI
 a SCIM filter ``q`` whose one documented operator is ``eq``. So the listing asks
 ``q=state eq "X"`` for every state not known to be terminal (:data:`QUERIED`), each paged with
 ``pageIndex`` until an empty page (``orderBy=requestId:asc``: new requests, whose ids are
-higher, land on the last page instead of shifting earlier ones), and it does so twice: first
-along the life cycle (:data:`QUERIED`), then in reverse. A request that changes state between
-two queries shows up twice (the copy with the later ``stateChangeTime`` wins, then the later
-read); one that moves "backwards" during the first pass (HOLD → WAIT after WAIT was asked, a
-retry going back to WAIT, a parent resuming from PAUSED) is missed by that pass and found by
-the second, which asks in the opposite order; the second pass also repeats every paged query
-whose pages shifted under a request that left its state. A request is missed only if it moves
-backwards during the first pass *and* forwards during the second, each time between the two
-queries concerned; it is listed by the next sweep.
+higher, land on the last page instead of shifting earlier ones), in the order of the life
+cycle (:data:`QUERIED`), and then all over again. A request that moves on between two queries
+(WAIT → READY → RUNNING) shows up twice: the copy with the later ``stateChangeTime`` wins,
+then the later read. One that moves back (HOLD → WAIT after WAIT was asked, a retry going back
+to WAIT, a parent resuming from PAUSED) is missed by that pass and found by the second, which
+also repeats every paged query whose pages shifted under a request that left its state. A
+request is missed only if it moves back during both passes, each time between the two queries
+concerned (or its pages shift under it twice); it is listed by the next sweep. (A second pass
+in reverse order would be worse: it misses requests that move on, the common case, and a
+request just released or retried usually moves on next.)
 
 Page indexes are not documented to start at 0 or 1. janitor starts at 0: if the server counts
 from 0 this is right; if it counts from 1 and refuses 0, the listing fails; if it treats 0 as
@@ -288,13 +289,13 @@ class EssProvider(ProviderBase):
     # --- reading ------------------------------------------------------------------------------
 
     async def list_sessions(self) -> Listing:
-        """Every request in a non-terminal state: two passes over the state queries, merged."""
+        """Every request in a non-terminal state: the state queries twice over, merged."""
         freshest: dict[str, tuple[tuple[datetime, int], dict[str, Any]]] = {}
         invalid: dict[tuple[str | None, str], InvalidRecord] = {}
         by_pass: list[set[str]] = [set(), set()]
         read = 0
-        for number, states in enumerate((QUERIED, QUERIED[::-1])):
-            for state in states:
+        for number in range(2):
+            for state in QUERIED:
                 for raw in await self._query(state):
                     read += 1
                     record_id = _request_id(raw)

@@ -321,7 +321,7 @@ def test_a_job_definition_that_is_missing_names_the_request_by_its_id(
 # --- the listing ------------------------------------------------------------------------------
 
 
-def test_the_listing_asks_every_unfinished_state_twice_in_opposite_orders(
+def test_the_listing_asks_every_unfinished_state_twice_along_the_life_cycle(
     server: EssServer, connect: Callable[..., EssProvider]
 ) -> None:
     server.add(state="RUNNING")
@@ -330,7 +330,7 @@ def test_the_listing_asks_every_unfinished_state_twice_in_opposite_orders(
     result = listing(connect())
 
     first_pages = [state for state, index in queries(server) if index == 0]
-    assert first_pages == [*QUERIED, *reversed(QUERIED)]
+    assert first_pages == [*QUERIED, *QUERIED]
     assert str(ended.id) not in {s.id for s in result.sessions}, "terminal requests are not listed"
     path = server.calls("list")[0]
     assert path.startswith("/ess/rest/scheduler/v1/requests/search/0?")
@@ -376,6 +376,8 @@ def test_a_request_moving_back_during_the_first_pass_is_found_by_the_second(
     seen: list[str] = []
 
     def release(state: str, index: int) -> None:
+        if index != 0:
+            return
         seen.append(state)
         if state == "READY" and seen.count("READY") == 1:  # WAIT asked, HOLD not yet
             server.set_state(held.id, "WAIT")
@@ -387,6 +389,27 @@ def test_a_request_moving_back_during_the_first_pass_is_found_by_the_second(
     assert [s.id for s in result.sessions] == [str(held.id)]
     assert result.sessions[0].provider_state == "WAIT"
     assert "found only by the second pass" in caplog.text, "a miss of the first pass is said"
+
+
+def test_a_request_moving_back_then_on_is_found_by_the_second_pass(
+    server: EssServer, connect: Callable[..., EssProvider]
+) -> None:
+    held = server.add(state="HOLD", since=timedelta(days=2))
+    asked: list[str] = []
+
+    def release_then_start(state: str, index: int) -> None:
+        if index != 0:
+            return
+        asked.append(state)
+        if state == "READY" and asked.count("READY") == 1:  # pass 1: after WAIT was asked
+            server.set_state(held.id, "WAIT")
+        if state == "BLOCKED" and asked.count("BLOCKED") == 2:  # pass 2: WAIT asked, READY not
+            server.set_state(held.id, "READY")
+
+    server.on_page = release_then_start
+    result = listing(connect())
+
+    assert [(s.id, s.provider_state) for s in result.sessions] == [(str(held.id), "READY")]
 
 
 def test_a_request_that_slides_to_an_earlier_page_is_not_missed(
