@@ -4,7 +4,8 @@ received and on the audit trail:
 * a RUNNING request past its limit is cancelled, goes through CANCELLING and is audited
   CANCELLED (``executed``) by a later sweep, never cancelled twice; one that ends in ERROR
   instead is ``failed`` naming ERROR; one that ended between the re-check and the call is
-  ``skipped_changed`` naming its state;
+  ``skipped_changed`` naming its state; a crash between the call and its outcome is
+  reconciled from the request's state, never by calling again;
 * a parent with three children is cancelled with one call; a parent whose child belongs to an
   exempt submitter is not cancelled at all; a request whose submitter is exempt is untouched;
 * a WAIT request scheduled for later counts its day from its requested start;
@@ -29,7 +30,7 @@ import pytest
 from janitor.clock import FrozenClock
 from janitor.model import Action, AuditEvent, AuditKind, Outcome
 from janitor.policy.spec import PolicySpec
-from janitor.runtime import Runtime
+from janitor.runtime import Hooks, Runtime
 from janitor.settings import Config
 from janitor.store import Store
 from janitor.sweep import SweepReport, run_sweep
@@ -57,6 +58,18 @@ STUCK_CANCELLING = {
 }
 
 
+class CrashHooks(Hooks):
+    """Raises at one point of the action path, once (the process dying there)."""
+
+    def __init__(self, point: str) -> None:
+        self.point: str | None = point
+
+    def at(self, point: str) -> None:
+        if point == self.point:
+            self.point = None
+            raise RuntimeError(f"crashed at {point}")
+
+
 @dataclass
 class World:
     """A store, the fake scheduler, and daemon sweeps over them on a frozen clock."""
@@ -80,7 +93,7 @@ class World:
             "sqlite://", [ess_target(self.secrets, self.server, name=TARGET, **self.target)]
         )
 
-    def sweep(self) -> SweepReport:
+    def sweep(self, *, hooks: Hooks | None = None, check: bool = True) -> SweepReport:
         """One daemon sweep through the registry's provider; the clock moves on a minute."""
 
         async def main() -> SweepReport:
@@ -90,6 +103,7 @@ class World:
                 store=self.store,
                 transports={TARGET: self.server.transport()},
                 sentry=lambda kind, message, tags: self.alerts.append((kind, message)),
+                hooks=hooks,
             )
             try:
                 return await run_sweep(rt)
@@ -97,7 +111,8 @@ class World:
                 await rt.providers[TARGET].aclose()
 
         report = asyncio.run(main())
-        assert report.targets[0].error is None, report.targets[0].error
+        if check:
+            assert report.targets[0].error is None, report.targets[0].error
         self.clock.advance(timedelta(minutes=1))
         return report
 
@@ -201,6 +216,25 @@ def test_a_request_that_ended_before_the_call_is_skipped_naming_its_state(world:
     assert "already ended: it is SUCCEEDED" in row.reason
     assert row.http_status == 400
     assert stuck.cancels == 0
+
+
+def test_a_crash_after_the_cancel_is_reconciled_from_the_request_s_state(world: World) -> None:
+    stuck = world.server.add(state="RUNNING", since=timedelta(hours=7))
+    world.apply(STUCK_RUNNING)
+    world.sweep(hooks=CrashHooks("after_call"), check=False)  # the outcome row is never written
+    assert stuck.state == "CANCELLING"
+    assert world.outcomes(stuck) == []
+
+    world.sweep()  # CANCELLING: the cancel is under way, so it was accepted
+    assert world.outcomes(stuck) == [(Action.CANCEL, Outcome.ACCEPTED)]
+    world.server.finish(stuck.id)
+    world.sweep()
+
+    assert world.outcomes(stuck) == [
+        (Action.CANCEL, Outcome.ACCEPTED),
+        (Action.CANCEL, Outcome.EXECUTED),
+    ]
+    assert world.posts() == [str(stuck.id)], "never re-issued"
 
 
 # --- parents and exemptions -------------------------------------------------------------------

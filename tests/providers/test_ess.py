@@ -430,6 +430,21 @@ def test_a_request_that_slides_to_an_earlier_page_is_not_missed(
     assert {s.id for s in result.sessions} >= {str(r.id) for r in running[1:]}
 
 
+@pytest.mark.parametrize("retry_after", [None, "0"])
+def test_a_throttled_page_is_asked_again(
+    server: EssServer, connect: Callable[..., EssProvider], retry_after: str | None
+) -> None:
+    ids = {str(server.add(state="RUNNING").id) for _ in range(4)}
+    headers = {"retry-after": retry_after} if retry_after is not None else {}
+    server.faults.append(Fault(op="list_next", status=429, headers=headers, body={}))
+
+    result = listing(connect())
+
+    assert {s.id for s in result.sessions} == ids
+    throttled = [path for _, op, path in server.log if op == "list_next"][:2]
+    assert throttled[0] == throttled[1], "the same page, once more"
+
+
 def test_a_duplicate_within_one_page_fails_the_listing(
     server: EssServer, connect: Callable[..., EssProvider]
 ) -> None:
