@@ -21,6 +21,7 @@ from janitor.model import Action, Outcome, Session, State
 from janitor.providers.base import Provider
 from tests.conftest import NOW
 from tests.fakes.aidp import AidpContract
+from tests.fakes.ess import EssContract
 from tests.fakes.fabric import FabricContract
 from tests.fakes.glue import GlueContract
 from tests.fakes.jupyter import JupyterContract
@@ -32,6 +33,7 @@ T = TypeVar("T")
 #: provider name -> its contract fake
 FAKES: dict[str, ContractFactory] = {
     "aidp": AidpContract,
+    "ess": EssContract,
     "fabric_sql": FabricContract,
     "glue": GlueContract,  # tests/fakes/glue.py: 401/403/404/409/429 become Glue's 400 errors
     "jupyter": JupyterContract,
