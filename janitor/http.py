@@ -506,7 +506,13 @@ def _cause(exc: Exception) -> str:
 
 
 def _request_id(headers: Mapping[str, str]) -> str | None:
-    for name in ("opc-request-id", "x-request-id", "x-amzn-requestid", "x-jupyter-request-id"):
+    for name in (
+        "opc-request-id",  # OCI
+        "x-request-id",  # Huawei, generic
+        "x-amzn-requestid",  # AWS
+        "x-oracle-dms-ecid",  # ESS
+        "x-jupyter-request-id",
+    ):
         if name in headers:
             return headers[name]
     return None

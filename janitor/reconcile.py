@@ -14,6 +14,8 @@ listing drops finished requests):
   ``unknown``), an ``accepted`` row records that it is;
 * an action whose provider needs its call made again (Glue deletes a session once it has
   stopped) gets it through the same guarded call as a first one: kill switch, lease, outcome;
+* a cancel escalated by a force_cancel (DESIGN 6) does not time out while the force_cancel
+  is open: both settle from the record (CANCELLED closes both as executed);
 * the action is never re-issued blindly, and while an intent is open no new action is taken
   on its record (or, where actions cascade, on its descendants).
 """
@@ -21,6 +23,7 @@ listing drops finished requests):
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from janitor import metrics
 from janitor.actions import call, close, lease_lost, may_start, receipt_outcome
@@ -56,17 +59,9 @@ async def reconcile(run: TargetRun) -> tuple[int, dict[str, Open]]:
     for item in items:
         intent = item.intent
         sid = intent.session_id or ""
-        if intent.id in superseded:
-            reason = (
-                f"superseded: the cancel did not settle and was escalated to force_cancel "
-                f"(intent {superseded[intent.id]})"
-            )
-            if not await _record(run, intent, Outcome.FAILED, reason):
-                break
-            closed += 1
-            continue
+        escalated = superseded.get(intent.id or 0)
         try:
-            settlement = await _settle(run, item)
+            settlement = await _settle(run, item, escalated=escalated is not None)
         except ProviderError as exc:
             log.warning("intent %s cannot be reconciled yet: %s", intent.id, exc)
             still_open[sid] = Open(
@@ -96,6 +91,8 @@ async def reconcile(run: TargetRun) -> tuple[int, dict[str, Open]]:
                 break
             continue
         prefix = "settled" if item.accepted_at is not None else "reconciled"
+        if escalated is not None:
+            prefix += f" (escalated to force_cancel, intent {escalated})"
         if not await _record(run, intent, settlement.outcome, f"{prefix}: {settlement.reason}"):
             break
         closed += 1
@@ -111,7 +108,8 @@ async def reconcile(run: TargetRun) -> tuple[int, dict[str, Open]]:
 
 
 def _superseded(items: list[OpenIntent]) -> dict[int, int]:
-    """Open cancels that a later force_cancel of the same record escalated: id → its id."""
+    """Open cancels that a later, still open force_cancel of the same record escalated:
+    cancel intent id → force_cancel intent id."""
     forced = {
         i.intent.session_id: i.intent.id
         for i in items
@@ -154,7 +152,9 @@ async def _call_again(
     return outcome
 
 
-async def _settle(run: TargetRun, item: OpenIntent) -> Settlement:
+async def _settle(run: TargetRun, item: OpenIntent, *, escalated: bool = False) -> Settlement:
+    """Ask the provider where the intent's action stands. A cancel a force_cancel escalated
+    does not time out while the force_cancel is open: both settle from the record's state."""
     intent = item.intent
     stub = Session(
         target=run.target.name,
@@ -166,6 +166,8 @@ async def _settle(run: TargetRun, item: OpenIntent) -> Settlement:
         provider_state="",
     )
     waited = run.rt.clock.now() - (item.accepted_at or intent.at)
+    if escalated:
+        waited = timedelta(0)
     action = intent.action
     if action in (Action.WARN, Action.WITHDRAW):
         return await _settle_warning(run, action, stub)

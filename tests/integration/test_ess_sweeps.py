@@ -387,16 +387,6 @@ def test_an_oauth2_target_keeps_its_token_across_sweeps_and_renews_it(world: Wor
 # --- escalation -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "kit gap: while the cancel's accepted intent is open, plan._hold_open holds its record "
-        "back, so the force_cancel that escalates it cannot start before the cancel times out "
-        "(settle_timeout, failed, alert); the kit should let a force_cancel through an open "
-        "cancel on the same record (or one of its cascading ancestors) and close the cancel "
-        "with the force_cancel's outcome"
-    ),
-)
 def test_a_cancel_stuck_in_cancelling_is_escalated_to_force_cancel_which_closes_it(
     world: World,
 ) -> None:
