@@ -4,7 +4,9 @@
 venv's jupyter_server and ipykernel) with a random token, a private root directory and private
 ``JUPYTER_*``/``IPYTHONDIR``/``TMPDIR`` directories, so neither the user's configuration nor
 system-wide Jupyter config files take part (``JUPYTER_NO_CONFIG``). The ``python3`` kernelspec
-is written into a directory first on ``JUPYTER_PATH`` and runs this interpreter's ipykernel.
+is written into a directory first on ``JUPYTER_PATH`` and runs this interpreter's ipykernel
+(through :data:`KERNEL_LAUNCHER`: a kernel the server restarts announces itself only once the
+server had time to reconnect to it).
 Servers start in parallel (:func:`start_all`), and without ``rfc3987_syntax`` (an optional
 jsonschema helper that compiles grammars for seconds at import): about 1 s instead of 6.
 :meth:`JupyterServer.stop` shuts the server down (SIGTERM, SIGKILL after a grace) and then
@@ -58,10 +60,51 @@ os.execv(sys.executable, [sys.executable, "-m", "jupyter_server", *sys.argv[1:]]
 """
 
 
+#: How long a restarted kernel waits between binding its sockets and announcing itself; the
+#: server's IOPub subscribers retry their connection every 0.1-0.2 s (libzmq's reconnect
+#: interval and its jitter), so this leaves them several attempts even on a loaded machine.
+RESTART_ANNOUNCE_DELAY = 1.5
+
+#: The ``python3`` kernel: ipykernel's own launcher, except that a kernel started again under
+#: the same connection file (the server's restarter bringing back a crashed kernel, on the same
+#: ports) sleeps before ``kernel.start()``, which publishes its one ``status: starting``.
+#:
+#: Why: jupyter_server learns a kernel's ``execution_state`` only from the IOPub messages its
+#: activity watcher receives. After a crash, that watcher's SUB socket keeps retrying the old
+#: port; the new ipykernel binds it and publishes ``starting`` 0.1-0.4 s later (measured here),
+#: and IOPub replays nothing to a subscriber that connects after that. When the watcher loses
+#: that race (a late retry, a busy machine) the server keeps reporting the dead kernel's last
+#: state (``idle``, ``busy``) for good, as in jupyter-server/jupyter_server#1395. A real kernel
+#: with a heavier environment takes seconds to start; without this delay the outcome of a
+#: restart depended on scheduling (the tests run before, the machine's load), not on the test.
+KERNEL_LAUNCHER = """
+import os, sys, time
+from pathlib import Path
+
+if sys.path and sys.path[0] in ("", os.getcwd()):
+    del sys.path[0]  # as ipykernel_launcher does
+
+from ipykernel.kernelapp import IPKernelApp
+
+
+class TestKernelApp(IPKernelApp):
+    def start(self):
+        started = Path(self.abs_connection_file + ".started")
+        if started.exists():  # a restart: let the server's watchers reconnect first
+            time.sleep(float(os.environ["JANITOR_TEST_RESTART_ANNOUNCE_DELAY"]))
+        started.touch()
+        super().start()
+
+
+TestKernelApp.launch_instance()
+"""
+
+
 def python_kernelspec() -> dict[str, Any]:
     """The ``python3`` kernelspec, bound to this interpreter's ipykernel."""
     return {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [sys.executable, "-c", KERNEL_LAUNCHER, "-f", "{connection_file}"],
+        "env": {"JANITOR_TEST_RESTART_ANNOUNCE_DELAY": str(RESTART_ANNOUNCE_DELAY)},
         "display_name": "Python 3 (janitor tests)",
         "language": "python",
         "metadata": {"debugger": False},
@@ -463,6 +506,6 @@ def _kill_if_kernel(pid: int) -> None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return  # already gone
-    if b"ipykernel_launcher" in cmdline:
+    if b"ipykernel" in cmdline:  # KERNEL_LAUNCHER imports ipykernel.kernelapp
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

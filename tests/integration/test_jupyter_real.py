@@ -9,7 +9,10 @@ Two servers start once for the module, in parallel (each takes seconds to import
   client tried to connect). A kernel killed with SIGKILL is never reported dead: the server
   restarts it into ``starting`` (see ``test_a_killed_kernel_comes_back_starting``), removes it
   with its session once restarts are exhausted, or keeps reporting ``idle`` with autorestart
-  off.
+  off. ``starting`` is reported only if the server's activity watcher has reconnected to the
+  restarted kernel before that kernel announces itself; otherwise the server keeps reporting
+  the crashed kernel's last state (jupyter-server/jupyter_server#1395). The harness's kernel
+  launcher (:data:`~tests.integration.jupyter_server.KERNEL_LAUNCHER`) gives it that time.
 
 The tests play the users (sessions over REST, code over the kernel websocket) and drive janitor
 through its CLI (config file, SQLite database, ``policy apply``, ``sweep``, ``audit list``), or
