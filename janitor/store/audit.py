@@ -74,11 +74,22 @@ class Checkpoint:
     hash: str
 
 
+#: Fields added after rows were first written: left out of the canonical form while empty, so
+#: every row written before them hashes as it did (and setting one later breaks its hash).
+_LATER_FIELDS = frozenset({"details"})
+
+
 def canonical(event: AuditEvent) -> bytes:
-    """The bytes the hash covers: sorted-key JSON, UTC microsecond timestamps."""
+    """The bytes the hash covers: sorted-key JSON, UTC microsecond timestamps.
+
+    ``details`` is included when it is set (nested keys sorted too) and left out when it is
+    None, which is the canonical form of every row written before the column existed.
+    """
     payload: dict[str, Any] = {}
     for name in HASHED_FIELDS:
         value = getattr(event, name)
+        if value is None and name in _LATER_FIELDS:
+            continue
         if isinstance(value, datetime):
             value = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         payload[name] = value

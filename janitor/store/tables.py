@@ -106,6 +106,8 @@ class AuditRow(Base):
         Index("ix_audit_events_at", "at"),
         Index("ix_audit_events_kind", "kind"),
         Index("ix_audit_events_intent_id", "intent_id"),
+        Index("ix_audit_events_policy", "policy"),
+        Index("ix_audit_events_session_name", "session_name"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -128,6 +130,7 @@ class AuditRow(Base):
     actor: Mapped[str] = mapped_column(String(128))
     fencing_token: Mapped[int | None] = mapped_column(BigInteger)
     intent_id: Mapped[int | None] = mapped_column(BigInteger)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 

@@ -91,6 +91,9 @@ def random_event(rnd: random.Random, at: datetime) -> AuditEvent:
         error=_maybe(rnd, lambda: _text(rnd, 30)),
         fencing_token=_maybe(rnd, lambda: rnd.randint(1, 50)),
         intent_id=_maybe(rnd, lambda: rnd.randint(1, 500)),
+        details=_maybe(
+            rnd, lambda: {"diff": _text(rnd, 20), "version": rnd.randint(1, 9), "n": [1, "≥"]}
+        ),
     )
 
 
@@ -147,6 +150,10 @@ def changed_value(rnd: random.Random, column: str, value: Any) -> Any:
         return not value
     if column in ("policy_version", "http_status", "fencing_token", "intent_id"):
         return 1 if value is None else _other(rnd, [None, value + 1, 0], value)
+    if column == "details":  # JSON: set, clear, or change one nested value
+        if value is None:
+            return {"diff": _text(rnd)}
+        return rnd.choice([None, {**value, "version": value.get("version", 0) + 1}, {}])
     if column in ("prev_hash", "hash"):
         return _other(rnd, [f"{rnd.getrandbits(256):064x}", GENESIS], value)
     if column in ("reason", "actor"):  # NOT NULL text
