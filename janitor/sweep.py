@@ -118,19 +118,19 @@ async def _finish(rt: Runtime, report: SweepReport) -> None:
             status=status,
             summary=report.summary(),
         )
-        rows, head = await db(rt.store.audit.head)
+        last_id, head = await db(rt.store.audit.head)
     except StoreError as exc:
         report.store_error = report.store_error or f"the sweep's end cannot be recorded: {exc}"
         log.error("sweep %s end cannot be recorded: %s", report.sweep_id, exc)
         return
-    metrics.record_audit_head(rows, head)
+    metrics.record_audit_head(last_id, head)
     log.info(
-        "sweep %s finished in %.2fs (%s); audit chain head %s after %d rows",
+        "sweep %s finished in %.2fs (%s); audit chain head %s at row %d",
         report.sweep_id,
         report.seconds,
         status,
         head,
-        rows,
+        last_id,
     )
 
 
