@@ -289,10 +289,19 @@ async def open_in_store(rt: Runtime, target: str) -> dict[str, Open]:
     }
 
 
-async def plan_target(run: TargetRun, listing: Listing, open_intents: dict[str, Open]) -> Plan:
-    """Decide every listed session and run the guards over the decisions."""
+async def plan_target(
+    run: TargetRun,
+    listing: Listing,
+    open_intents: dict[str, Open],
+    *,
+    policies: Sequence[Policy] | None = None,
+) -> Plan:
+    """Decide every listed session and run the guards over the decisions.
+
+    ``policies`` replaces the stored ones (``policy apply --plan`` asks what a draft would do).
+    """
     now = run.rt.clock.now()
-    policies = run.policies.policies
+    policies = run.policies.policies if policies is None else list(policies)
     # decide() is pure but costs ~20 µs per session and policy: off the loop, so a large
     # fleet never stalls the heartbeat (/healthz) or the watchdog.
     decisions = await asyncio.to_thread(_decide_all, run, listing, policies, now)
