@@ -222,6 +222,24 @@ class History:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Keep:
+    """An admin's protection of one session from every policy until ``until``
+    (``janitor keep``). Expired, it protects nothing."""
+
+    target: str
+    session_id: str
+    session_name: str
+    until: datetime
+    reason: str
+    actor: str
+    created_at: datetime
+
+    def holds(self, now: datetime) -> bool:
+        """True while the keep has not expired."""
+        return now < self.until
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PolicyRef:
     """The policy and version a decision came from."""
 

@@ -227,10 +227,11 @@ async def _release(lease: LeaseKeeper) -> None:
 async def prepare(
     rt: Runtime, target: TargetConfig, sweep_id: str, lease: LeaseKeeper | None, mode: Mode
 ) -> TargetRun:
-    """The run of one target: its policies and janitor's memory of its sessions."""
+    """The run of one target: its policies, its keeps and janitor's memory of its sessions."""
     revision = await db(rt.store.policies.revision)
     policies = await db(rt.store.policies.load)
     previous = await db(rt.store.observations.load, target.name)
+    keeps = await db(rt.store.keeps.active, target.name, rt.clock.now())
     return TargetRun(
         rt=rt,
         target=target,
@@ -241,6 +242,7 @@ async def prepare(
         policies=PolicyCache(rt, policies, revision),
         previous=previous,
         memory=dict(previous),
+        keeps=keeps,
     )
 
 
@@ -355,7 +357,10 @@ async def _process(
 def _decide_all(
     run: TargetRun, listing: Listing, policies: Sequence[Policy], now: datetime
 ) -> list[Decision]:
-    return [decide(s, policies, now, run.previous.get(s.id)) for s in listing.sessions]
+    return [
+        decide(s, policies, now, run.previous.get(s.id), keep=run.keeps.get(s.id))
+        for s in listing.sessions
+    ]
 
 
 async def _may_proceed(run: TargetRun, decisions: Sequence[Decision]) -> bool:

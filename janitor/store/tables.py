@@ -195,3 +195,17 @@ class PauseRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(128))
     changed_at: Mapped[datetime]
+
+
+class KeepRow(Base):
+    """A session an admin protected from every policy until ``until`` (``janitor keep``)."""
+
+    __tablename__ = "keeps"
+
+    target: Mapped[str] = mapped_column(String(63), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    session_name: Mapped[str] = mapped_column(String(255))
+    until: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
