@@ -47,11 +47,16 @@ def one(found: Sequence[Session], query: str, listed: Sequence[Listed]) -> Sessi
             f"{len(found)} sessions are named {query!r} ({options}); pass the id, "
             "or --target, to say which"
         )
+    raise not_found(query, listed)
+
+
+def not_found(query: str, listed: Sequence[Listed]) -> NotFound:
+    """The error for a session no listing has, saying where janitor looked."""
     looked = ", ".join(item.target for item in listed if item.listing is not None) or "nowhere"
     failed = "".join(
         f"; target {item.target} could not be listed: {item.error}" for item in listed if item.error
     )
-    raise NotFound(f"no session with the id or name {query!r} is listed on {looked}{failed}")
+    return NotFound(f"no session with the id or name {query!r} is listed on {looked}{failed}")
 
 
 async def list_targets(rt: Runtime, only: str | None = None) -> list[Listed]:

@@ -234,8 +234,9 @@ def emit_table(
     wrap: bool = False,
     wide: bool = False,
     coloured: Sequence[str] = (),
+    indent: int = 0,
 ) -> None:
-    """Print an aligned text table.
+    """Print an aligned text table (``indent`` spaces to the left of every line).
 
     A cell longer than its column's limit (``widths``, default 60) is cut with "…", except
     in the last column with ``wrap``: it continues on the next lines, aligned, so nothing is
@@ -243,8 +244,9 @@ def emit_table(
     never cut; ``wide`` cuts and wraps nothing. Cells of the ``coloured`` columns get the
     colour of their value (:data:`COLOURS`) on a terminal.
     """
+    margin = " " * indent
     if not rows:
-        typer.echo("(nothing)")
+        typer.echo(margin + "(nothing)")
         return
     limits = dict.fromkeys(columns, 0 if wide else 60) | ({} if wide else dict(widths or {}))
     wrap = wrap and not wide
@@ -254,15 +256,16 @@ def emit_table(
         for row in rows
     ]
     sizes = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
-    indent = sum(sizes[:-1]) + 2 * (len(columns) - 1)
+    hanging = indent + sum(sizes[:-1]) + 2 * (len(columns) - 1)
     if wrap:
         room = limits[last]
         if stdout_is_tty():
-            room = max(30, shutil.get_terminal_size().columns - indent - 1)
+            room = max(30, shutil.get_terminal_size().columns - hanging - 1)
         shown = [min(len(r[-1]), room or len(r[-1])) for r in cells]
         sizes[-1] = max(len(last), *shown)
     paint = colour_enabled()
-    typer.echo("  ".join(col.upper().ljust(sizes[i]) for i, col in enumerate(columns)).rstrip())
+    header = "  ".join(col.upper().ljust(sizes[i]) for i, col in enumerate(columns))
+    typer.echo(margin + header.rstrip())
     for r in cells:
         padded = [
             _paint(r[i], r[i].ljust(sizes[i]), paint and columns[i] in coloured)
@@ -271,9 +274,9 @@ def emit_table(
         head = "  ".join(padded)
         pieces = _wrapped(r[-1], sizes[-1]) if wrap else [r[-1]]
         first = _paint(r[-1], pieces[0], paint and last in coloured)
-        typer.echo((head + "  " + first).rstrip() if head else first)
+        typer.echo(margin + ((head + "  " + first).rstrip() if head else first))
         for piece in pieces[1:]:
-            typer.echo(" " * indent + piece)
+            typer.echo(" " * hanging + piece)
 
 
 def _paint(value: str, text: str, on: bool) -> str:

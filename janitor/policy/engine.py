@@ -43,12 +43,20 @@ from janitor.policy.spec import Policy
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Evaluation:
-    """How one policy judged one session: what ``janitor explain`` shows."""
+    """How one policy judged one session: what ``janitor explain`` shows.
+
+    ``conditions`` holds every ``match`` condition's answer by key, ``exemptions`` every
+    ``exempt`` condition's (only once the match held); ``gate`` says why the policy could not
+    match the session at all (a state it does not name, an action the record does not allow).
+    """
 
     policy: Policy
     matched: bool
     reasons: tuple[str, ...]
     exempt_reason: str | None = None
+    conditions: tuple[tuple[str, Match], ...] = ()
+    exemptions: tuple[tuple[str, Match], ...] = ()
+    gate: str | None = None
 
 
 def ordered(policies: Sequence[Policy]) -> list[Policy]:
@@ -60,17 +68,24 @@ def evaluate(policy: Policy, session: Session, ctx: EvalContext) -> Evaluation:
     """Evaluate one policy's match and exempt blocks against a session."""
     if not consents(policy, session):
         reason = f"state {session.state} is only matched by a policy that lists it"
-        return Evaluation(policy=policy, matched=False, reasons=(reason,))
+        return Evaluation(policy=policy, matched=False, reasons=(reason,), gate=reason)
     if not session.allows(policy.action):
         reason = f"{policy.action} is not possible in provider state {session.provider_state}"
-        return Evaluation(policy=policy, matched=False, reasons=(reason,))
-    results = [condition.evaluate(session, ctx) for condition in policy.match]
-    failed = [r.reason for r in results if r.value is not True]
+        return Evaluation(policy=policy, matched=False, reasons=(reason,), gate=reason)
+    results = tuple((c.name, c.evaluate(session, ctx)) for c in policy.match)
+    failed = [r.reason for _, r in results if r.value is not True]
     if failed:
-        return Evaluation(policy=policy, matched=False, reasons=tuple(failed))
-    reasons = tuple(r.reason for r in results)
-    exempt = exempt_reason(policy, session, ctx)
-    return Evaluation(policy=policy, matched=True, reasons=reasons, exempt_reason=exempt)
+        return Evaluation(policy=policy, matched=False, reasons=tuple(failed), conditions=results)
+    reasons = tuple(r.reason for _, r in results)
+    exemptions = tuple((c.name, c.evaluate(session, ctx)) for c in policy.exempt)
+    return Evaluation(
+        policy=policy,
+        matched=True,
+        reasons=reasons,
+        exempt_reason=_exempt_reason([r for _, r in exemptions]),
+        conditions=results,
+        exemptions=exemptions,
+    )
 
 
 def consents(policy: Policy, session: Session) -> bool:
