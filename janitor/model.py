@@ -205,7 +205,8 @@ class History:
     native warning replaced (the session's name before janitor's prefix), kept so
     ``withdraw`` restores it exactly; None when no native warning is applied.
     ``activity`` and ``activity_since`` remember a session's activity fingerprint (see
-    :attr:`Session.activity`) and the first sweep that saw it.
+    :attr:`Session.activity`) and the first sweep that saw it. ``observed`` is the digest of
+    the fields last written to the session history log (None: none written yet).
     """
 
     first_seen: datetime
@@ -219,6 +220,7 @@ class History:
     original: str | None = None
     activity: str | None = None
     activity_since: datetime | None = None
+    observed: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

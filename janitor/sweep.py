@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -40,6 +40,7 @@ from janitor.context import (
     pause_reason,
 )
 from janitor.errors import JanitorError, LeaseLost, ProviderError, StoreError
+from janitor.history import observed
 from janitor.logcontext import bind
 from janitor.model import (
     Action,
@@ -58,6 +59,7 @@ from janitor.policy.spec import Policy
 from janitor.reconcile import reconcile
 from janitor.report import SweepReport, TargetReport
 from janitor.runtime import Runtime, db
+from janitor.store.history import MISSING, REMOVED, Observed
 from janitor.targets import TargetConfig
 from janitor.warning import notify, warn_all, withdraw_all
 
@@ -351,7 +353,33 @@ async def _process(
     if run.mode.records:
         # Saved once, after acting: a sweep cut short loses only this sweep's update of the
         # memory (a streak one shorter, a warning sent again), never a safety property.
-        await _save_memory(run, listing)
+        await _save_memory(run, listing, now)
+
+
+def history_rows(
+    previous: Mapping[str, History],
+    memory: Mapping[str, History],
+    listing: Listing,
+    now: datetime,
+) -> list[Observed]:
+    """The session history log's new rows after a recorded sweep: a listed session whose
+    fields changed since they were last logged; a session missing from the listing; a
+    session this sweep's action removed (listed at ``now``, gone after it)."""
+    rows = []
+    listed = {s.id for s in listing.sessions}
+    for session in listing.sessions:
+        before = previous.get(session.id)
+        after = memory.get(session.id)
+        if before is None or after is None or before.observed != after.observed:
+            rows.append(Observed(session_id=session.id, at=now, fields=observed(session)))
+        if after is None:  # removed by this sweep's action
+            rows.append(Observed(session_id=session.id, at=now, fields=None, gone=REMOVED))
+    rows += [
+        Observed(session_id=sid, at=now, fields=None, gone=MISSING)
+        for sid, before in previous.items()
+        if sid not in listed and before.observed is not None
+    ]
+    return rows
 
 
 def _decide_all(
@@ -533,14 +561,21 @@ async def _append(run: TargetRun, rows: list[AuditEvent]) -> None:
         await db(run.rt.store.audit.append, rows)
 
 
-async def _save_memory(run: TargetRun, listing: Listing) -> None:
+async def _save_memory(run: TargetRun, listing: Listing, now: datetime) -> None:
     listed = {s.id: s.name for s in listing.sessions}
     listed.update({i.id: i.id for i in listing.invalid if i.id})
     entries: list[tuple[str, str, History]] = [
         (sid, listed[sid], history) for sid, history in run.memory.items() if sid in listed
     ]
+    changes = history_rows(run.previous, run.memory, listing, now)
     try:
-        await db(run.rt.store.observations.save, run.target.name, entries, fence=run.fence)
+        await db(
+            run.rt.store.observations.save,
+            run.target.name,
+            entries,
+            fence=run.fence,
+            log=changes,
+        )
     except LeaseLost as exc:
         run.halt(str(exc))
         log.warning("memory of target %s not saved, the lease is lost: %s", run.target.name, exc)

@@ -47,7 +47,7 @@ STRICT_OPTION = typer.Option(
 )
 
 
-def _validated(cfg: Config, path: Path, *, strict: bool = False) -> list[PolicySpec]:
+def validated_specs(cfg: Config, path: Path, *, strict: bool = False) -> list[PolicySpec]:
     """Load and validate the file(s), including actions against the configured targets."""
     specs = load_policy_files(path)
     providers = {t.name: t.provider for t in cfg.targets}
@@ -70,7 +70,7 @@ def validate(
     strict: Annotated[bool, STRICT_OPTION] = False,
 ) -> None:
     """Check a policy file without storing anything."""
-    specs = _validated(config(ctx), file, strict=strict)
+    specs = validated_specs(config(ctx), file, strict=strict)
     typer.echo(f"{file}: {len(specs)} valid {'policy' if len(specs) == 1 else 'policies'}")
 
 
@@ -109,7 +109,7 @@ def apply(
     stops with a conflict naming the policy and both versions, and stores nothing.
     """
     cfg = config(ctx)
-    specs = _validated(cfg, file, strict=strict)
+    specs = validated_specs(cfg, file, strict=strict)
     store = open_store(ctx, cfg)
     changes = store.policies.plan(specs, prune=prune)
     if not plan:

@@ -172,6 +172,7 @@ class ObservationRow(Base):
     original: Mapped[str | None] = mapped_column(Text)
     activity: Mapped[str | None] = mapped_column(String(255))
     activity_since: Mapped[datetime | None]
+    observed: Mapped[str | None] = mapped_column(String(64))
 
 
 class LeaseRow(Base):
@@ -209,3 +210,25 @@ class KeepRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime]
+
+
+class SessionHistoryRow(Base):
+    """The session history log: a session's observed fields, written when they change.
+
+    ``gone`` marks a session's end (``fields`` is None then): ``missing`` from the listing
+    of the sweep at ``at``, or ``removed`` by that sweep's own action (listed at ``at``,
+    gone after it).
+    """
+
+    __tablename__ = "session_history"
+    __table_args__ = (
+        Index("ix_session_history_target_at", "target", "at"),
+        Index("ix_session_history_target_session", "target", "session_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(String(63))
+    session_id: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime]
+    fields: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    gone: Mapped[str | None] = mapped_column(String(16))
