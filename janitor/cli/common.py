@@ -6,7 +6,6 @@ import functools
 import getpass
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 
-from janitor.durations import format_duration, parse_duration
+from janitor.durations import format_short, parse_duration
 from janitor.errors import (
     ConfigError,
     DatabaseMissing,
@@ -168,12 +167,7 @@ def format_time(value: datetime | None) -> str | None:
 
 def short_duration(value: timedelta | None) -> str | None:
     """A duration for people, its two largest units: ``3h12m``, ``2d4h``, ``45s``."""
-    if value is None:
-        return None
-    text = format_duration(value)
-    sign = "-" if text.startswith("-") else ""
-    parts = re.findall(r"\d+[dhms]", text)
-    return sign + "".join(parts[:2]) if parts else text
+    return format_short(value) if value is not None else None
 
 
 def parse_when(value: str | None, *, option: str, now: datetime) -> datetime | None:

@@ -68,9 +68,13 @@ def validate(
     ctx: typer.Context,
     file: Annotated[Path, FILE_OPTION],
     strict: Annotated[bool, STRICT_OPTION] = False,
+    output: Output = OUTPUT_OPTION,
 ) -> None:
     """Check a policy file without storing anything."""
     specs = validated_specs(config(ctx), file, strict=strict)
+    if output is Output.JSON:
+        emit_json({"file": str(file), "valid": [s.name for s in specs]})
+        return
     typer.echo(f"{file}: {len(specs)} valid {'policy' if len(specs) == 1 else 'policies'}")
 
 

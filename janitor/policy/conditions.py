@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Protocol, cast
 
 from pydantic import TypeAdapter, ValidationError
 
-from janitor.durations import Duration, format_duration
+from janitor.durations import Duration, format_duration, format_short
 from janitor.model import History, Session, State
 
 
@@ -191,10 +191,10 @@ class IdleFor:
         if last is None:
             return Match(None, "last activity unknown", None, f"≥ {limit}")
         idle = elapsed(ctx.now, last)
-        seen = f"idle {format_duration(idle)}"
+        seen = f"idle {format_short(idle)}"
         if idle >= self.duration:
-            return Match(True, f"idle {format_duration(idle)} ≥ {limit}", seen, f"≥ {limit}")
-        return Match(False, f"idle {format_duration(idle)} < {limit}", seen, f"≥ {limit}")
+            return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
+        return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
 
 
 @condition("in_state_for")
@@ -213,7 +213,7 @@ class InStateFor:
         if since is None:
             return Match(None, f"time in state {session.state} unknown", None, f"≥ {limit}")
         spent = elapsed(ctx.now, since)
-        seen = f"{session.state} for {format_duration(spent)}"
+        seen = f"{session.state} for {format_short(spent)}"
         if spent >= self.duration:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
         return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
@@ -237,7 +237,7 @@ class AgeAtLeast:
         if created is None:
             return Match(None, "age unknown", None, f"≥ {limit}")
         age = elapsed(ctx.now, created)
-        seen = f"{source} {format_duration(age)}"
+        seen = f"{source} {format_short(age)}"
         if age >= self.duration:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
         return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
