@@ -275,7 +275,10 @@ def _print_session(data: dict[str, Any], *, wide: bool) -> None:
 
 def _print_audit(rows: list[dict[str, Any]], *, wide: bool) -> None:
     typer.echo("")
-    typer.echo(f"AUDIT, its last {len(rows)} rows")
+    if not rows:
+        typer.echo("AUDIT: no rows about this session yet")
+        return
+    typer.echo(f"AUDIT, the last {len(rows)} rows about this session")
     emit_table(
         [r | {"at": format_time(r["at"])} for r in rows],
         ["id", "at", "kind", "policy", "outcome", "reason"],
