@@ -28,9 +28,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("provider_state", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("original", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("activity", sa.String(length=255), nullable=True))
-        batch_op.add_column(
-            sa.Column("activity_since", sa.DateTime(timezone=True), nullable=True)
-        )
+        batch_op.add_column(sa.Column("activity_since", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
