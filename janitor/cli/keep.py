@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -172,7 +172,7 @@ def list_(
     )
 
 
-def _keep_json(keep: Keep, now: Any) -> dict[str, Any]:
+def _keep_json(keep: Keep, now: datetime) -> dict[str, Any]:
     return {
         "target": keep.target,
         "session_id": keep.session_id,
