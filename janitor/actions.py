@@ -5,11 +5,13 @@ For each destructive action, in this order:
 1. no new action once shutdown began, the target halted, or janitor is paused;
 2. renew the lease if due, then commit an ``intent`` row under the lease's fencing token
    (no committed intent, no provider call);
-3. check the kill switch once more and re-read the policies (both before the re-check, so no
-   database round trip widens the gap between the re-check and the call);
-4. re-read the session and decide again on the fresh record with the current policies;
-   anything changed (state, provider state, activity, connections, etag, kind, the policy or
-   its version) → ``skipped_changed``; otherwise call the provider at once (with the etag
+3. check the kill switch once more and re-read the policies and the session's keep (all
+   before the re-check, so no database round trip widens the gap between the re-check and the
+   call);
+4. re-read the session and decide again on the fresh record with the current policies and
+   keep; anything changed (state, provider state, activity, connections, etag, kind, the
+   policy or its version, a keep added since the listing) → ``skipped_changed``; otherwise
+   call the provider at once (with the etag
    where it has one) -- unless a pause since the intent outlasted a third of the lease's TTL
    and the lease turns out lost (``blocked``; the lease is renewed only then, so normally no
    round trip lies there);
@@ -162,10 +164,12 @@ async def _recheck(
     run: TargetRun, decision: Decision
 ) -> tuple[Session | None, tuple[Outcome, str] | None]:
     """The fresh session, or the outcome that ends this intent."""
+    now = run.rt.clock.now()
     try:
         policies = await run.policies.current()
+        keep = await db(run.rt.store.keeps.get, run.target.name, decision.session.id, now)
     except StoreError as exc:
-        return None, (Outcome.FAILED, f"policies could not be re-read: {exc}")
+        return None, (Outcome.FAILED, f"policies or keeps could not be re-read: {exc}")
     try:
         fresh = await run.provider.get_session(decision.session)
     except ProviderError as exc:
@@ -177,7 +181,7 @@ async def _recheck(
     changed = describe_change(decision.session, fresh)
     if changed:
         return None, (Outcome.SKIPPED_CHANGED, f"changed since the listing: {changed}")
-    again = decide(fresh, policies, run.rt.clock.now(), run.previous.get(fresh.id))
+    again = decide(fresh, policies, run.rt.clock.now(), run.previous.get(fresh.id), keep=keep)
     if (
         again.verdict is not Verdict.ACT
         or again.policy != decision.policy

@@ -20,6 +20,7 @@ from janitor.model import (
     AuditKind,
     Decision,
     History,
+    Keep,
     Outcome,
     Session,
 )
@@ -124,6 +125,7 @@ class TargetRun:
     policies: PolicyCache
     previous: dict[str, History]
     memory: dict[str, History]
+    keeps: dict[str, Keep] = field(default_factory=dict)  # session id -> its keep, if kept
     outcomes: dict[str, int] = field(default_factory=dict)
     halted: str | None = None
     store_failed: bool = False

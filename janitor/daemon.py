@@ -6,7 +6,9 @@
 * The database is watched every few seconds (:class:`~janitor.dbwatch.DatabaseWatch`): while
   it is down (or its schema is old) the daemon stays up, runs no sweep, is not ready, and says
   why in STATUS and the log; when it comes back, a sweep runs at once.
-* After every sweep the new audit rows are verified (:class:`~janitor.chainwatch.ChainWatch`).
+* After every sweep the new audit rows are verified (:class:`~janitor.chainwatch.ChainWatch`),
+  and, at most once an hour, old history rows and (with ``audit_retention``) audit rows are
+  pruned (:class:`~janitor.retention.Retention`).
 * READY=1 once the database is checked and the scheduler started; WATCHDOG=1 only while
   the loop is healthy and no sweep overran; STATUS after every sweep; STOPPING=1 on shutdown.
 * SIGTERM/SIGINT: no new actions, the call in flight gets the shutdown grace (its outcome is
@@ -35,6 +37,7 @@ from janitor.model import AuditEvent, AuditKind
 from janitor.observability import sentry
 from janitor.observability.health import Health, HealthServer
 from janitor.observability.sdnotify import notify, watchdog_interval
+from janitor.retention import Retention
 from janitor.runtime import Runtime, db
 from janitor.settings import Config
 from janitor.sweep import SweepReport, run_sweep
@@ -56,6 +59,7 @@ class Daemon:
         self.server = HealthServer(settings.listen, self.health) if health_server else None
         self.db_watch = DatabaseWatch(rt.store, self.health, auto_upgrade=settings.auto_upgrade)
         self.chain_watch = ChainWatch(rt.store.audit, rt.alerter)
+        self.retention = Retention(rt)
         self.scheduler: AsyncIOScheduler | None = None
         self.sweep_task: asyncio.Task[Any] | None = None
         self.ready_sent = False
@@ -196,6 +200,7 @@ class Daemon:
             self.sweep_task = None
         self._after_sweep(report, time.monotonic() - started)
         await self.chain_watch.verify()
+        await self.retention.maybe_run()
 
     async def _timed_out(self, timeout: float) -> None:
         message = f"sweep cancelled after its timeout of {timeout:.0f}s"

@@ -46,6 +46,20 @@ def format_duration(value: timedelta) -> str:
     return "".join(parts)
 
 
+def format_short(value: timedelta) -> str:
+    """A duration for people, to its two largest units, rounded down: ``3h12m`` (3h12m5s),
+    ``2d4h``, ``1h`` (1h0m30s), ``45s``. Lossy: configuration uses :func:`format_duration`."""
+    text = format_duration(value)
+    sign = "-" if text.startswith("-") else ""
+    units = list(_UNITS)
+    parts = {unit: count for count, unit in _PART.findall(text)}
+    if not parts:
+        return text
+    first = min(units.index(unit) for unit in parts)
+    kept = [f"{parts[u]}{u}" for u in units[first : first + 2] if u in parts]
+    return sign + "".join(kept)
+
+
 def _coerce(value: object) -> object:
     if isinstance(value, str):
         return parse_duration(value)

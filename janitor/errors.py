@@ -7,6 +7,8 @@ The tree::
     ├── PolicyError                 invalid policy document (names file, policy, field) -> exit 2
     ├── UnknownProvider             a target names a provider that is not registered -> exit 2
     ├── DatabaseMissing             a read-only command found no database where it looked -> exit 2
+    ├── PolicyConflict              a policy changed while an apply ran: nothing applied -> exit 1
+    ├── NotFound                    no such session, keep or policy version             -> exit 1
     ├── StoreError                  the database failed or is unreachable (retryable)
     │   ├── SchemaOutdated          the schema is behind the code: run `janitor db upgrade`
     │   └── LeaseLost               our lease (fencing token) is no longer current: stop acting
@@ -55,6 +57,31 @@ class UnknownProvider(JanitorError):
 
 class DatabaseMissing(JanitorError):
     """A command that only reads found no database file: it says where it looked."""
+
+
+class PolicyConflict(JanitorError):
+    """A policy changed between reading it and writing it: the apply wrote nothing.
+
+    ``planned`` is the version the apply was based on (None: the policy did not exist),
+    ``found`` the version stored now (None: it does not exist any more).
+    """
+
+    def __init__(self, name: str, planned: int | None, found: int | None, by: str = "") -> None:
+        was = f"v{planned}" if planned is not None else "absent"
+        now = f"v{found}" if found is not None else "absent"
+        who = f" (changed by {by})" if by else ""
+        super().__init__(
+            f"policy {name} changed while this apply ran: it was {was} when read and is {now} "
+            f"now{who}; nothing was applied. Run it again (with --plan) to see the change first"
+        )
+        self.name = name
+        self.planned = planned
+        self.found = found
+
+
+class NotFound(JanitorError):
+    """The session, keep or policy version asked for does not exist (the message says where
+    janitor looked)."""
 
 
 class StoreError(JanitorError):

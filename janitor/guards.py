@@ -207,20 +207,24 @@ def ancestors(session: Session, by_id: Mapping[str, Session]) -> list[str]:
     return chain
 
 
+#: Decision codes of sessions no cascade may reach: exempt by their policy, kept by an admin.
+PROTECTED_CODES = frozenset({"exempt", "kept"})
+
+
 def protected_child(
     child: Session, own: Decision | None, policy_exempt: str | None, *, unknown: bool
 ) -> str | None:
     """Why a cascade must not reach ``child``, or None (DESIGN 6 "Parents").
 
-    A child is protected when it is exempt by its own decision or by the acting policy's
-    ``exempt`` block, or when its exemption cannot be told (``unknown``: an untrusted record,
-    an unknown state).
+    A child is protected when it is exempt or kept (``janitor keep``) by its own decision,
+    exempt by the acting policy's ``exempt`` block, or when its exemption cannot be told
+    (``unknown``: an untrusted record, an unknown state).
     """
     if unknown:
         return (
             f"{child.name} ({child.id}): its record cannot be trusted, so its exemption is unknown"
         )
-    if own is not None and own.code == "exempt":
+    if own is not None and own.code in PROTECTED_CODES:
         return f"{child.name} ({child.id}): {own.reason}"
     if policy_exempt is not None:
         return f"{child.name} ({child.id}): exempt: {policy_exempt}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from janitor.history import fingerprint
 from janitor.model import Action, Decision, History, Mark, Session, Verdict
 
 
@@ -47,6 +48,7 @@ def advance(
             if same_activity and previous is not None
             else now
         ),
+        observed=fingerprint(session),
     )
 
 

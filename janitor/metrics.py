@@ -4,8 +4,9 @@ Labels are bounded: ``target`` (configured names), ``state`` (the seven normaliz
 ``action``, ``outcome``, ``method``, ``status`` (an HTTP status or an error class name),
 ``scope`` and ``kind`` (small fixed sets: an alert's cause kind, an error response's
 :class:`~janitor.http_errors.ErrorKind`). The audit chain head is exported as an info metric
-whose one sample is replaced after every sweep, beside a plain row count, so the count stays
-one time series (a shrinking count means rows were deleted).
+whose one sample is replaced after every sweep, beside the chain's length (its highest row
+id), so the length stays one time series (a shrinking length means rows were deleted from the
+tail; ``audit prune`` removes the oldest rows and never lowers it).
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ LEASE_HELD = Gauge(
 )
 AUDIT_ROWS = Gauge(
     "janitor_audit_chain_rows",
-    "Rows in the audit chain after the last sweep",
+    "Length of the audit chain after the last sweep: its highest row id (never lowered by "
+    "`audit prune`, so a decrease means rows were deleted from the tail)",
     registry=REGISTRY,
 )
 AUDIT_HEAD = Info(
@@ -110,9 +112,9 @@ ALERTS = Counter("janitor_alerts", "Alerts raised, by cause kind", ["kind"], reg
 PAUSED = Gauge("janitor_paused", "1 while the kill switch is on", registry=REGISTRY)
 
 
-def record_audit_head(rows: int, head: str) -> None:
-    """Export the chain's length and head hash (called after every sweep)."""
-    AUDIT_ROWS.set(rows)
+def record_audit_head(length: int, head: str) -> None:
+    """Export the chain's length (highest row id) and head hash (called after every sweep)."""
+    AUDIT_ROWS.set(length)
     AUDIT_HEAD.info({"hash": head})
 
 

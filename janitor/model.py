@@ -8,6 +8,7 @@ into audit rows.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -107,6 +108,9 @@ class AuditKind(enum.StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     SWEEP_ABORTED = "sweep_aborted"
+    KEEP = "keep"  # a session protected from every policy for a while (``janitor keep``)
+    UNKEEP = "unkeep"  # a keep removed before it expired
+    CHECKPOINT = "checkpoint"  # ``audit prune``: rows removed, the chain continues from here
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,7 +205,8 @@ class History:
     native warning replaced (the session's name before janitor's prefix), kept so
     ``withdraw`` restores it exactly; None when no native warning is applied.
     ``activity`` and ``activity_since`` remember a session's activity fingerprint (see
-    :attr:`Session.activity`) and the first sweep that saw it.
+    :attr:`Session.activity`) and the first sweep that saw it. ``observed`` is the digest of
+    the fields last written to the session history log (None: none written yet).
     """
 
     first_seen: datetime
@@ -215,6 +220,25 @@ class History:
     original: str | None = None
     activity: str | None = None
     activity_since: datetime | None = None
+    observed: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Keep:
+    """An admin's protection of one session from every policy until ``until``
+    (``janitor keep``). Expired, it protects nothing."""
+
+    target: str
+    session_id: str
+    session_name: str
+    until: datetime
+    reason: str
+    actor: str
+    created_at: datetime
+
+    def holds(self, now: datetime) -> bool:
+        """True while the keep has not expired."""
+        return now < self.until
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,7 +278,12 @@ class Decision:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEvent:
-    """One audit row (DESIGN 2.5). ``id``, ``prev_hash`` and ``hash`` are set by the store."""
+    """One audit row (DESIGN 2.5). ``id``, ``prev_hash`` and ``hash`` are set by the store.
+
+    ``details`` is structured data for scripts (a policy change's diff, a keep's expiry, a
+    prune's checkpoint), JSON-native and covered by the row's hash like every other field;
+    None for rows that carry none (and for every row written before it existed).
+    """
 
     at: datetime
     kind: AuditKind
@@ -275,6 +304,14 @@ class AuditEvent:
     error: str | None = None
     fencing_token: int | None = None
     intent_id: int | None = None
+    details: Mapping[str, Any] | None = field(default=None, hash=False)
     id: int | None = None
     prev_hash: str | None = None
     hash: str | None = None
+
+    def __post_init__(self) -> None:
+        # The hash is computed over the value given here and checked against the value read
+        # back from the database: only what survives a JSON round trip may go in.
+        if self.details is not None:
+            normal = json.loads(json.dumps(self.details, ensure_ascii=False, allow_nan=False))
+            object.__setattr__(self, "details", normal)

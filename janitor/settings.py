@@ -76,11 +76,22 @@ class Settings(BaseSettings):
     lease_ttl: Duration = timedelta(minutes=2)
     failing_target_after: Duration = timedelta(minutes=15)
     shutdown_grace: Duration = timedelta(seconds=5)
+    #: How long the session history log (``janitor backtest``'s input) keeps superseded records.
+    history_retention: Duration = timedelta(days=30)
+    #: Audit rows older than this are pruned by the daemon (``audit prune``); off by default.
+    audit_retention: Duration | None = None
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     notify: NotifyConfig = NotifyConfig()
     sentry: SentryConfig = SentryConfig()
     targets: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("history_retention", "audit_retention")
+    @classmethod
+    def _at_least_a_day(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(days=1):
+            raise ValueError("must be at least 1d")
+        return value
 
     @field_validator("listen")
     @classmethod

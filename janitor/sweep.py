@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -40,6 +40,7 @@ from janitor.context import (
     pause_reason,
 )
 from janitor.errors import JanitorError, LeaseLost, ProviderError, StoreError
+from janitor.history import observed
 from janitor.logcontext import bind
 from janitor.model import (
     Action,
@@ -58,6 +59,7 @@ from janitor.policy.spec import Policy
 from janitor.reconcile import reconcile
 from janitor.report import SweepReport, TargetReport
 from janitor.runtime import Runtime, db
+from janitor.store.history import MISSING, REMOVED, Observed
 from janitor.targets import TargetConfig
 from janitor.warning import notify, warn_all, withdraw_all
 
@@ -118,19 +120,19 @@ async def _finish(rt: Runtime, report: SweepReport) -> None:
             status=status,
             summary=report.summary(),
         )
-        rows, head = await db(rt.store.audit.head)
+        last_id, head = await db(rt.store.audit.head)
     except StoreError as exc:
         report.store_error = report.store_error or f"the sweep's end cannot be recorded: {exc}"
         log.error("sweep %s end cannot be recorded: %s", report.sweep_id, exc)
         return
-    metrics.record_audit_head(rows, head)
+    metrics.record_audit_head(last_id, head)
     log.info(
-        "sweep %s finished in %.2fs (%s); audit chain head %s after %d rows",
+        "sweep %s finished in %.2fs (%s); audit chain head %s at row %d",
         report.sweep_id,
         report.seconds,
         status,
         head,
-        rows,
+        last_id,
     )
 
 
@@ -227,10 +229,11 @@ async def _release(lease: LeaseKeeper) -> None:
 async def prepare(
     rt: Runtime, target: TargetConfig, sweep_id: str, lease: LeaseKeeper | None, mode: Mode
 ) -> TargetRun:
-    """The run of one target: its policies and janitor's memory of its sessions."""
+    """The run of one target: its policies, its keeps and janitor's memory of its sessions."""
     revision = await db(rt.store.policies.revision)
     policies = await db(rt.store.policies.load)
     previous = await db(rt.store.observations.load, target.name)
+    keeps = await db(rt.store.keeps.active, target.name, rt.clock.now())
     return TargetRun(
         rt=rt,
         target=target,
@@ -241,6 +244,7 @@ async def prepare(
         policies=PolicyCache(rt, policies, revision),
         previous=previous,
         memory=dict(previous),
+        keeps=keeps,
     )
 
 
@@ -289,10 +293,19 @@ async def open_in_store(rt: Runtime, target: str) -> dict[str, Open]:
     }
 
 
-async def plan_target(run: TargetRun, listing: Listing, open_intents: dict[str, Open]) -> Plan:
-    """Decide every listed session and run the guards over the decisions."""
+async def plan_target(
+    run: TargetRun,
+    listing: Listing,
+    open_intents: dict[str, Open],
+    *,
+    policies: Sequence[Policy] | None = None,
+) -> Plan:
+    """Decide every listed session and run the guards over the decisions.
+
+    ``policies`` replaces the stored ones (``policy apply --plan`` asks what a draft would do).
+    """
     now = run.rt.clock.now()
-    policies = run.policies.policies
+    policies = run.policies.policies if policies is None else list(policies)
     # decide() is pure but costs ~20 µs per session and policy: off the loop, so a large
     # fleet never stalls the heartbeat (/healthz) or the watchdog.
     decisions = await asyncio.to_thread(_decide_all, run, listing, policies, now)
@@ -340,13 +353,42 @@ async def _process(
     if run.mode.records:
         # Saved once, after acting: a sweep cut short loses only this sweep's update of the
         # memory (a streak one shorter, a warning sent again), never a safety property.
-        await _save_memory(run, listing)
+        await _save_memory(run, listing, now)
+
+
+def history_rows(
+    previous: Mapping[str, History],
+    memory: Mapping[str, History],
+    listing: Listing,
+    now: datetime,
+) -> list[Observed]:
+    """The session history log's new rows after a recorded sweep: a listed session whose
+    fields changed since they were last logged; a session missing from the listing; a
+    session this sweep's action removed (listed at ``now``, gone after it)."""
+    rows = []
+    listed = {s.id for s in listing.sessions}
+    for session in listing.sessions:
+        before = previous.get(session.id)
+        after = memory.get(session.id)
+        if before is None or after is None or before.observed != after.observed:
+            rows.append(Observed(session_id=session.id, at=now, fields=observed(session)))
+        if after is None:  # removed by this sweep's action
+            rows.append(Observed(session_id=session.id, at=now, fields=None, gone=REMOVED))
+    rows += [
+        Observed(session_id=sid, at=now, fields=None, gone=MISSING)
+        for sid, before in previous.items()
+        if sid not in listed and before.observed is not None
+    ]
+    return rows
 
 
 def _decide_all(
     run: TargetRun, listing: Listing, policies: Sequence[Policy], now: datetime
 ) -> list[Decision]:
-    return [decide(s, policies, now, run.previous.get(s.id)) for s in listing.sessions]
+    return [
+        decide(s, policies, now, run.previous.get(s.id), keep=run.keeps.get(s.id))
+        for s in listing.sessions
+    ]
 
 
 async def _may_proceed(run: TargetRun, decisions: Sequence[Decision]) -> bool:
@@ -518,14 +560,21 @@ async def _append(run: TargetRun, rows: list[AuditEvent]) -> None:
         await db(run.rt.store.audit.append, rows)
 
 
-async def _save_memory(run: TargetRun, listing: Listing) -> None:
+async def _save_memory(run: TargetRun, listing: Listing, now: datetime) -> None:
     listed = {s.id: s.name for s in listing.sessions}
     listed.update({i.id: i.id for i in listing.invalid if i.id})
     entries: list[tuple[str, str, History]] = [
         (sid, listed[sid], history) for sid, history in run.memory.items() if sid in listed
     ]
+    changes = history_rows(run.previous, run.memory, listing, now)
     try:
-        await db(run.rt.store.observations.save, run.target.name, entries, fence=run.fence)
+        await db(
+            run.rt.store.observations.save,
+            run.target.name,
+            entries,
+            fence=run.fence,
+            log=changes,
+        )
     except LeaseLost as exc:
         run.halt(str(exc))
         log.warning("memory of target %s not saved, the lease is lost: %s", run.target.name, exc)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from janitor import __version__
-from janitor.cli import admin, audit, database, policy, sweeping
+from janitor.cli import admin, audit, backtest, database, keep, policy, sweeping
 from janitor.cli.common import CliState
 
 app = typer.Typer(
@@ -21,7 +21,9 @@ app = typer.Typer(
 app.add_typer(policy.app, name="policy")
 app.add_typer(audit.app, name="audit")
 app.add_typer(database.app, name="db")
+app.add_typer(keep.app, name="keep")
 sweeping.register(app)
+backtest.register(app)
 admin.register(app)
 
 

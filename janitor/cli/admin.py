@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from janitor.cli.common import cli_actor, config, guarded, open_store
+from janitor.cli.common import (
+    OUTPUT_OPTION,
+    Output,
+    cli_actor,
+    config,
+    emit_json,
+    guarded,
+    open_store,
+)
 from janitor.clock import SystemClock
 
 
@@ -23,22 +31,37 @@ def register(app: typer.Typer) -> None:
 def pause(
     ctx: typer.Context,
     reason: Annotated[str, typer.Option(help="why (stored and audited)")] = "",
+    actor: Annotated[str | None, typer.Option(help="who (default: the OS user)")] = None,
+    output: Output = OUTPUT_OPTION,
 ) -> None:
     """Kill switch: stop every destructive call (all replicas, within a second)."""
     store = open_store(ctx, config(ctx))
-    store.pause.set(True, reason=reason, actor=cli_actor(), now=SystemClock().now())
+    state = store.pause.set(
+        True, reason=reason, actor=actor or cli_actor(), now=SystemClock().now()
+    )
+    if output is Output.JSON:
+        emit_json({"paused": True, "reason": state.reason, "actor": state.actor})
+        return
     typer.echo("janitor is paused: no destructive calls until `janitor resume`")
 
 
 @guarded
-def resume(ctx: typer.Context) -> None:
+def resume(
+    ctx: typer.Context,
+    actor: Annotated[str | None, typer.Option(help="who (default: the OS user)")] = None,
+    output: Output = OUTPUT_OPTION,
+) -> None:
     """Release the kill switch."""
     store = open_store(ctx, config(ctx))
-    if not store.pause.get().paused:
+    was = store.pause.get().paused
+    if was:
+        store.pause.set(False, reason="", actor=actor or cli_actor(), now=SystemClock().now())
+    if output is Output.JSON:
+        emit_json({"paused": False, "resumed": was})
+    elif not was:
         typer.echo("janitor is not paused: nothing to resume (no audit row written)")
-        return
-    store.pause.set(False, reason="", actor=cli_actor(), now=SystemClock().now())
-    typer.echo("janitor resumed")
+    else:
+        typer.echo("janitor resumed")
 
 
 @guarded

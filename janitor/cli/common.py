@@ -6,15 +6,18 @@ import functools
 import getpass
 import json
 import os
+import shutil
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ParamSpec, TypeVar
 
 import typer
 
+from janitor.durations import format_short, parse_duration
 from janitor.errors import (
     ConfigError,
     DatabaseMissing,
@@ -143,11 +146,86 @@ def emit_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False))
 
 
+def json_line(data: Any) -> str:
+    """One compact JSON document on one line (JSON Lines), times as in :func:`emit_json`."""
+    return json.dumps(data, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
 def _json_default(value: Any) -> Any:
-    """ISO 8601 for times (``2026-11-22T10:00:00+00:00``), str() for the rest."""
+    """RFC 3339 UTC for times (``2026-11-22T10:00:00.123456Z``), str() for the rest."""
     if isinstance(value, datetime):
-        return value.isoformat()
+        return json_time(value)
     return str(value)
+
+
+# --- times and durations: one format everywhere ----------------------------------------------
+
+
+def json_time(value: datetime) -> str:
+    """A time for scripts: RFC 3339 in UTC with ``Z``, microseconds when there are any."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def format_time(value: datetime | None) -> str | None:
+    """A time for people: ``2026-11-22 10:00:05Z``, always UTC (the same instant as JSON)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def short_duration(value: timedelta | None) -> str | None:
+    """A duration for people, its two largest units: ``3h12m``, ``2d4h``, ``45s``."""
+    return format_short(value) if value is not None else None
+
+
+def parse_when(value: str | None, *, option: str, now: datetime) -> datetime | None:
+    """``--since``/``--until``: a duration ago (``7d``) or a time (``2026-11-22T10:00:00Z``).
+
+    Raises:
+        ConfigError: neither a duration nor a time with a zone (exit 2).
+    """
+    if value is None:
+        return None
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace(" ", "T", 1))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ConfigError(
+            f"{option}: invalid duration {value!r}: use a duration ago (90s, 15m, 2h, 7d) or "
+            "a time with a zone (2026-11-22T10:00:00Z)"
+        )
+    return parsed.astimezone(UTC)
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+WIDE_OPTION = typer.Option("--wide", help="never cut or wrap long values (for wide terminals)")
+
+#: Colours of well-known values, used only when printing to a terminal.
+COLOURS: Mapping[str, str] = {
+    "act": "red",
+    "executed": "red",
+    "failed": "red",
+    "unknown": "red",
+    "held": "yellow",
+    "blocked": "yellow",
+    "would_act": "yellow",
+    "warn": "yellow",
+    "wait": "cyan",
+    "accepted": "cyan",
+    "kept": "green",
+    "skip": "bright_black",
+}
+
+
+def colour_enabled() -> bool:
+    """Colour only on a terminal, and never with ``NO_COLOR`` set or ``TERM=dumb``."""
+    return stdout_is_tty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
 def emit_table(
@@ -156,34 +234,56 @@ def emit_table(
     *,
     widths: Mapping[str, int] | None = None,
     wrap: bool = False,
+    wide: bool = False,
+    coloured: Sequence[str] = (),
+    indent: int = 0,
 ) -> None:
-    """Print an aligned text table.
+    """Print an aligned text table (``indent`` spaces to the left of every line).
 
     A cell longer than its column's limit (``widths``, default 60) is cut with "…", except
     in the last column with ``wrap``: it continues on the next lines, aligned, so nothing is
-    lost. A column without a limit in ``widths`` set to 0 is never cut.
+    lost (to the terminal's width on a terminal). A column whose limit in ``widths`` is 0 is
+    never cut; ``wide`` cuts and wraps nothing. Cells of the ``coloured`` columns get the
+    colour of their value (:data:`COLOURS`) on a terminal.
     """
+    margin = " " * indent
     if not rows:
-        typer.echo("(nothing)")
+        typer.echo(margin + "(nothing)")
         return
-    limits = dict.fromkeys(columns, 60) | dict(widths or {})
+    limits = dict.fromkeys(columns, 0 if wide else 60) | ({} if wide else dict(widths or {}))
+    wrap = wrap and not wide
     last = columns[-1]
     cells = [
         [_cell(row.get(col), 0 if wrap and col == last else limits[col]) for col in columns]
         for row in rows
     ]
-    shown = [min(len(r[-1]), limits[last] or len(r[-1])) for r in cells] if wrap else []
     sizes = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
+    hanging = indent + sum(sizes[:-1]) + 2 * (len(columns) - 1)
     if wrap:
+        room = limits[last]
+        if stdout_is_tty():
+            room = max(30, shutil.get_terminal_size().columns - hanging - 1)
+        shown = [min(len(r[-1]), room or len(r[-1])) for r in cells]
         sizes[-1] = max(len(last), *shown)
-    typer.echo("  ".join(col.upper().ljust(sizes[i]) for i, col in enumerate(columns)).rstrip())
-    indent = sum(sizes[:-1]) + 2 * (len(columns) - 1)
+    paint = colour_enabled()
+    header = "  ".join(col.upper().ljust(sizes[i]) for i, col in enumerate(columns))
+    typer.echo(margin + header.rstrip())
     for r in cells:
-        head = "  ".join(r[i].ljust(sizes[i]) for i in range(len(columns) - 1))
+        padded = [
+            _paint(r[i], r[i].ljust(sizes[i]), paint and columns[i] in coloured)
+            for i in range(len(columns) - 1)
+        ]
+        head = "  ".join(padded)
         pieces = _wrapped(r[-1], sizes[-1]) if wrap else [r[-1]]
-        typer.echo((head + "  " + pieces[0]).rstrip() if head else pieces[0])
+        first = _paint(r[-1], pieces[0], paint and last in coloured)
+        typer.echo(margin + ((head + "  " + first).rstrip() if head else first))
         for piece in pieces[1:]:
-            typer.echo(" " * indent + piece)
+            typer.echo(" " * hanging + piece)
+
+
+def _paint(value: str, text: str, on: bool) -> str:
+    colour = COLOURS.get(value) if on else None
+    return typer.style(text, fg=colour) if colour else text
 
 
 def _wrapped(text: str, width: int) -> list[str]:
@@ -202,3 +302,30 @@ def _cell(value: Any, limit: int) -> str:
 def stdout_is_tty() -> bool:
     """True when printing to a terminal."""
     return sys.stdout.isatty()
+
+
+class Progress:
+    """A one-line counter on stderr for long work (export, backtest), on a terminal only.
+
+    Scripts and pipes see nothing of it; the line is redrawn at most ten times a second and
+    ended by :meth:`done`.
+    """
+
+    def __init__(self, label: str, *, enabled: bool | None = None) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.count = 0
+        self._drawn = 0.0
+
+    def step(self, count: int = 1, *, note: str = "") -> None:
+        """Count ``count`` more items; redraw when due."""
+        self.count += count
+        if self.enabled and time.monotonic() - self._drawn >= 0.1:
+            self._drawn = time.monotonic()
+            extra = f" ({note})" if note else ""
+            typer.echo(f"\r{self.label}: {self.count}{extra}\033[K", err=True, nl=False)
+
+    def done(self) -> None:
+        """End the line (when one was drawn)."""
+        if self.enabled and self._drawn:
+            typer.echo(f"\r{self.label}: {self.count}, done\033[K", err=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from janitor.cli.common import config, guarded
+from janitor.cli.common import OUTPUT_OPTION, Output, config, emit_json, guarded
 from janitor.errors import DatabaseMissing
 from janitor.runtime import database_url
 from janitor.store import Database
@@ -29,7 +29,7 @@ def upgrade(ctx: typer.Context) -> None:
 
 @app.command()
 @guarded
-def status(ctx: typer.Context) -> None:
+def status(ctx: typer.Context, output: Output = OUTPUT_OPTION) -> None:
     """Show the schema revision; exit 1 when an upgrade is pending (or there is no database)."""
     try:
         db = Database(database_url(config(ctx)), create=False)
@@ -38,6 +38,9 @@ def status(ctx: typer.Context) -> None:
         raise typer.Exit(1) from None
     ctx.call_on_close(db.dispose)
     current, head = db.current_revision(), db.head_revision()
-    typer.echo(f"{db.display_url}: at {current or 'empty'}, janitor needs {head}")
+    if output is Output.JSON:
+        emit_json({"database": db.display_url, "revision": current, "needs": head})
+    else:
+        typer.echo(f"{db.display_url}: at {current or 'empty'}, janitor needs {head}")
     if current != head:
         raise typer.Exit(1)

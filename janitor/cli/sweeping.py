@@ -10,15 +10,19 @@ import typer
 
 from janitor.cli.common import (
     OUTPUT_OPTION,
+    WIDE_OPTION,
     Output,
     config,
     emit_json,
     emit_table,
+    format_time,
     guarded,
     open_store,
     require_targets,
+    short_duration,
 )
-from janitor.explain import explain_targets
+from janitor.durations import parse_duration
+from janitor.explain import explain_session, explain_targets
 from janitor.observability.logs import setup_logging
 from janitor.runtime import Runtime
 from janitor.settings import Config
@@ -121,25 +125,46 @@ def _print_report(report: SweepReport) -> None:
 @guarded
 def explain(
     ctx: typer.Context,
+    session: Annotated[
+        str | None,
+        typer.Argument(
+            help="one session's id or name: why (or why not) in detail", show_default=False
+        ),
+    ] = None,
     target: Annotated[str | None, TARGET_OPTION] = None,
-    wide: Annotated[bool, typer.Option("--wide", help="never cut long reasons")] = False,
+    wide: Annotated[bool, WIDE_OPTION] = False,
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Show every session with the policy that matches and why. Acts on nothing."""
+    """Show every session with the policy that matches and why. Acts on nothing.
+
+    With SESSION: every policy in evaluation order with each condition's observed value,
+    threshold and result, the exemptions, the keep, janitor's memory (streak, warning,
+    grace), each guard, and the session's last audit rows.
+    """
     cfg = config(ctx)
     setup_logging(cfg.settings.log_format, "WARNING")
     require_targets(cfg)
     if target is not None:
         cfg.target(target)
-    rows, failures = asyncio.run(_explain(cfg, open_store(ctx, cfg, read_only=True), target))
+    store = open_store(ctx, cfg, read_only=True)
+    if session is not None:
+        data = asyncio.run(_explain_one(cfg, store, session, target))
+        if output is Output.JSON:
+            emit_json(data)
+        else:
+            _print_session(data, wide=wide)
+        return
+    rows, failures = asyncio.run(_explain(cfg, store, target))
     if output is Output.JSON:
         emit_json({"sessions": rows, "failures": failures})
     elif rows or not failures:  # no "(nothing)" ahead of a failure
         emit_table(
-            rows,
+            [r | {"idle": _short(r["idle"]) if r.get("idle") else None} for r in rows],
             ["target", "session", "state", "idle", "verdict", "policy", "reason"],
-            widths={"session": 36} if wide else {"reason": 110, "session": 36},
-            wrap=not wide,
+            widths={"session": 36, "reason": 110},
+            wrap=True,
+            wide=wide,
+            coloured=("verdict",),
         )
     for failure in failures:
         typer.echo(f"janitor: error: {failure}", err=True)
@@ -154,6 +179,119 @@ async def _explain(
         return await explain_targets(rt, only=target)
     finally:
         await rt.aclose()
+
+
+async def _explain_one(
+    cfg: Config, store: Store, session: str, target: str | None
+) -> dict[str, Any]:
+    rt = Runtime.build(cfg, store=store)
+    try:
+        return await explain_session(rt, session, only=target)
+    finally:
+        await rt.aclose()
+
+
+def _print_session(data: dict[str, Any], *, wide: bool) -> None:
+    """``explain SESSION`` for people: sections, aligned, the same facts as -o json."""
+    echo = typer.echo
+    echo(f"session   {data['session']} ({data['target']}/{data['session_id']})")
+    if not data["listed"]:
+        echo(f"          {data['note']}")
+        _print_audit(data["audit"], wide=wide)
+        return
+    record = data["record"]
+    facts = [f"{record['kind']}", f"state {record['state']} ({record['provider_state']})"]
+    if record["idle"]:
+        facts.append(f"idle {_short(record['idle'])}")
+    if record["connections"] is not None:
+        facts.append(f"{record['connections']} connections")
+    if record["owner"]:
+        facts.append(f"owner {record['owner']}")
+    echo("record    " + ", ".join(facts))
+    if record["anomalies"]:
+        echo("          not trusted: " + "; ".join(record["anomalies"]))
+    echo(f"verdict   {data['verdict']}" + (f" ({data['action']})" if data["action"] else ""))
+    echo(f"why       {data['reason']}")
+    kept = data["kept"]
+    if kept:
+        echo(
+            f"kept      until {format_time(kept['until'])} ({_short(kept['left'])} left) by "
+            f"{kept['actor']}: {kept['reason']}"
+        )
+    echo("")
+    echo("POLICIES, in evaluation order")
+    for number, policy in enumerate(data["policies"], 1):
+        note = f"  ({policy['note']})" if policy.get("note") else ""
+        echo(f"{number:>2}. {policy['policy']}  {policy['mode']} {policy['action']}: "
+             f"{policy['result']}{note}")  # fmt: skip
+        checks = policy.get("checks") or []
+        if checks:
+            rows = [
+                {
+                    "condition": c["key"] if c["block"] == "match" else f"exempt {c['key']}",
+                    "observed": c["observed"] or "unknown",
+                    "threshold": c["threshold"],
+                    "result": c["result"],
+                }
+                for c in checks
+            ]
+            emit_table(
+                rows, ["condition", "observed", "threshold", "result"], wide=wide,
+                coloured=("result",), indent=4,
+            )  # fmt: skip
+    memory = data["memory"]
+    echo("")
+    echo("MEMORY (janitor's observations)")
+    if memory is None:
+        echo("  none yet: no recorded sweep has seen it")
+    else:
+        echo(f"  first seen {format_time(memory['first_seen'])}, in state {memory['state']} "
+             f"since {format_time(memory['state_since'])}")  # fmt: skip
+        streak = memory["streak"]
+        if streak:
+            needed = f" of {streak['needed']} needed" if streak["needed"] else ""
+            echo(f"  matched by {streak['policy']} in {streak['sweeps']} consecutive sweeps"
+                 f"{needed}")  # fmt: skip
+        mark = memory["mark"]
+        if mark:
+            warned = (
+                f"warned {format_time(mark['warned_at'])}"
+                if mark["warned_at"]
+                else "warning not delivered yet"
+            )
+            grace = (
+                f", grace {mark['grace']} until {format_time(mark['act_after'])}"
+                if mark["act_after"]
+                else ""
+            )
+            echo(f"  marked by {mark['policy']} at {format_time(mark['marked_at'])}: {warned}"
+                 f"{grace}")  # fmt: skip
+    echo("")
+    echo("GUARDS")
+    emit_table(data["guards"], ["guard", "state", "reason"], wrap=True, wide=wide,
+               coloured=("state",))  # fmt: skip
+    _print_audit(data["audit"], wide=wide)
+
+
+def _print_audit(rows: list[dict[str, Any]], *, wide: bool) -> None:
+    typer.echo("")
+    if not rows:
+        typer.echo("AUDIT: no rows about this session yet")
+        return
+    typer.echo(f"AUDIT, the last {len(rows)} rows about this session")
+    emit_table(
+        [r | {"at": format_time(r["at"])} for r in rows],
+        ["id", "at", "kind", "policy", "outcome", "reason"],
+        widths={"reason": 90},
+        wrap=True,
+        wide=wide,
+        coloured=("outcome",),
+    )
+
+
+def _short(text: str) -> str:
+    """``3h12m5s`` as ``3h12m``: the two largest units."""
+    return short_duration(parse_duration(text)) or text
 
 
 @guarded

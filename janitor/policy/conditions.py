@@ -19,16 +19,22 @@ from typing import Any, ClassVar, Protocol, cast
 
 from pydantic import TypeAdapter, ValidationError
 
-from janitor.durations import Duration, format_duration
+from janitor.durations import Duration, format_duration, format_short
 from janitor.model import History, Session, State
 
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """One condition's answer: True, False or None (unknown), with a readable reason."""
+    """One condition's answer: True, False or None (unknown), with a readable reason.
+
+    ``observed`` is what the session showed (None: it did not say) and ``threshold`` what the
+    condition asks for, both for people: ``explain SESSION`` prints them side by side.
+    """
 
     value: bool | None
     reason: str
+    observed: str | None = None
+    threshold: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,9 +155,10 @@ class StateIn:
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when the state is listed."""
         listed = ", ".join(sorted(self.states))
+        seen, wanted = str(session.state), f"one of [{listed}]"
         if session.state in self.states:
-            return Match(True, f"state {session.state}")
-        return Match(False, f"state {session.state} not in [{listed}]")
+            return Match(True, f"state {session.state}", seen, wanted)
+        return Match(False, f"state {session.state} not in [{listed}]", seen, wanted)
 
 
 @condition("provider_state")
@@ -165,9 +172,10 @@ class ProviderStateIn:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when the provider state is listed."""
+        seen, wanted = session.provider_state, f"one of [{', '.join(sorted(self.values))}]"
         if session.provider_state.lower() in self.values:
-            return Match(True, f"provider state {session.provider_state}")
-        return Match(False, f"provider state {session.provider_state} not listed")
+            return Match(True, f"provider state {session.provider_state}", seen, wanted)
+        return Match(False, f"provider state {session.provider_state} not listed", seen, wanted)
 
 
 @condition("idle_for")
@@ -181,14 +189,15 @@ class IdleFor:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the idle time with the limit."""
+        limit = format_duration(self.duration)
         last = last_activity(session, ctx)
         if last is None:
-            return Match(None, "last activity unknown")
+            return Match(None, "last activity unknown", None, f"≥ {limit}")
         idle = elapsed(ctx.now, last)
-        limit = format_duration(self.duration)
+        seen = f"idle {format_short(idle)}"
         if idle >= self.duration:
-            return Match(True, f"idle {format_duration(idle)} ≥ {limit}")
-        return Match(False, f"idle {format_duration(idle)} < {limit}")
+            return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
+        return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
 
 
 @condition("in_state_for")
@@ -202,14 +211,15 @@ class InStateFor:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the time in state with the limit."""
+        limit = format_duration(self.duration)
         since = state_since(session, ctx)
         if since is None:
-            return Match(None, f"time in state {session.state} unknown")
+            return Match(None, f"time in state {session.state} unknown", None, f"≥ {limit}")
         spent = elapsed(ctx.now, since)
-        limit = format_duration(self.duration)
+        seen = f"{session.state} for {format_short(spent)}"
         if spent >= self.duration:
-            return Match(True, f"{session.state} for {format_duration(spent)} ≥ {limit}")
-        return Match(False, f"{session.state} for {format_duration(spent)} < {limit}")
+            return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
+        return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
 
 
 @condition("age")
@@ -223,16 +233,17 @@ class AgeAtLeast:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the age with the limit."""
+        limit = format_duration(self.duration)
         created, source = session.created_at, "age"
         if created is None and ctx.history is not None:
             created, source = ctx.history.first_seen, "seen for"
         if created is None:
-            return Match(None, "age unknown")
+            return Match(None, "age unknown", None, f"≥ {limit}")
         age = elapsed(ctx.now, created)
-        limit = format_duration(self.duration)
+        seen = f"{source} {format_short(age)}"
         if age >= self.duration:
-            return Match(True, f"{source} {format_duration(age)} ≥ {limit}")
-        return Match(False, f"{source} {format_duration(age)} < {limit}")
+            return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
+        return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
 
 
 @condition("max_connections")
@@ -248,11 +259,13 @@ class MaxConnections:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the connection count with the limit."""
+        wanted = f"≤ {self.limit}"
         if session.connections is None:
-            return Match(None, "connections unknown")
+            return Match(None, "connections unknown", None, wanted)
+        seen = f"{session.connections} connections"
         if session.connections <= self.limit:
-            return Match(True, f"{session.connections} connections")
-        return Match(False, f"{session.connections} connections > {self.limit}")
+            return Match(True, seen, seen, wanted)
+        return Match(False, f"{seen} > {self.limit}", seen, wanted)
 
 
 @condition("name")
@@ -266,9 +279,10 @@ class NameGlob:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when a glob matches the name."""
+        seen, wanted = repr(session.name), f"matches {list(self.patterns)}"
         if _any_glob(session.name, self.patterns):
-            return Match(True, f"name {session.name!r} matches {list(self.patterns)}")
-        return Match(False, f"name {session.name!r} does not match {list(self.patterns)}")
+            return Match(True, f"name {seen} matches {list(self.patterns)}", seen, wanted)
+        return Match(False, f"name {seen} does not match {list(self.patterns)}", seen, wanted)
 
 
 @condition("owner")
@@ -282,11 +296,13 @@ class OwnerGlob:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when a glob matches the owner."""
+        wanted = f"matches {list(self.patterns)}"
         if session.owner is None:
-            return Match(None, "owner unknown")
+            return Match(None, "owner unknown", None, wanted)
+        seen = repr(session.owner)
         if _any_glob(session.owner, self.patterns):
-            return Match(True, f"owner {session.owner!r} matches {list(self.patterns)}")
-        return Match(False, f"owner {session.owner!r} does not match {list(self.patterns)}")
+            return Match(True, f"owner {seen} matches {list(self.patterns)}", seen, wanted)
+        return Match(False, f"owner {seen} does not match {list(self.patterns)}", seen, wanted)
 
 
 @condition("labels")
@@ -303,13 +319,17 @@ class LabelsMatch:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when all labels match; unknown when the provider could not read them."""
+        wanted = f"match {dict(self.labels)}"
         if session.labels is None:
-            return Match(None, "labels unknown (they could not be read)")
+            return Match(None, "labels unknown (they could not be read)", None, wanted)
+        seen = repr({key: session.labels.get(key) for key in self.labels})
         for key, pattern in self.labels.items():
             value = session.labels.get(key)
             if value is None or not fnmatch.fnmatchcase(value, pattern):
-                return Match(False, f"label {key}={value!r} does not match {pattern!r}")
-        return Match(True, f"labels match {dict(self.labels)}")
+                return Match(
+                    False, f"label {key}={value!r} does not match {pattern!r}", seen, wanted
+                )
+        return Match(True, f"labels match {dict(self.labels)}", seen, wanted)
 
 
 @condition("kind")
@@ -323,9 +343,10 @@ class KindIn:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when the kind is listed."""
+        seen, wanted = session.kind, f"one of {sorted(self.kinds)}"
         if session.kind in self.kinds:
-            return Match(True, f"kind {session.kind}")
-        return Match(False, f"kind {session.kind} not in {sorted(self.kinds)}")
+            return Match(True, f"kind {session.kind}", seen, wanted)
+        return Match(False, f"kind {session.kind} not in {sorted(self.kinds)}", seen, wanted)
 
 
 def elapsed(now: datetime, since: datetime) -> timedelta:

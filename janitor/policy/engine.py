@@ -5,6 +5,8 @@ Rules, in order:
 1. A session with anomalies (naive or future timestamps, malformed fields) is skipped, and so
    is one whose record or memory still holds a naive timestamp (a provider bug): fail closed.
 2. A session in state ``unknown`` is skipped.
+2a. A kept session (``janitor keep``, until the keep expires) is skipped, whatever the
+   policies say.
 3. Enabled policies that apply to the session's target run in (priority, name) order; the
    first whose ``match`` holds decides, whatever its mode. A session in a state other than
    idle, dead or ended only matches a policy that lists that state in ``match.state``, or
@@ -29,6 +31,7 @@ from janitor.model import (
     Action,
     Decision,
     History,
+    Keep,
     Mark,
     Session,
     State,
@@ -40,12 +43,20 @@ from janitor.policy.spec import Policy
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Evaluation:
-    """How one policy judged one session: what ``janitor explain`` shows."""
+    """How one policy judged one session: what ``janitor explain`` shows.
+
+    ``conditions`` holds every ``match`` condition's answer by key, ``exemptions`` every
+    ``exempt`` condition's (only once the match held); ``gate`` says why the policy could not
+    match the session at all (a state it does not name, an action the record does not allow).
+    """
 
     policy: Policy
     matched: bool
     reasons: tuple[str, ...]
     exempt_reason: str | None = None
+    conditions: tuple[tuple[str, Match], ...] = ()
+    exemptions: tuple[tuple[str, Match], ...] = ()
+    gate: str | None = None
 
 
 def ordered(policies: Sequence[Policy]) -> list[Policy]:
@@ -57,17 +68,24 @@ def evaluate(policy: Policy, session: Session, ctx: EvalContext) -> Evaluation:
     """Evaluate one policy's match and exempt blocks against a session."""
     if not consents(policy, session):
         reason = f"state {session.state} is only matched by a policy that lists it"
-        return Evaluation(policy=policy, matched=False, reasons=(reason,))
+        return Evaluation(policy=policy, matched=False, reasons=(reason,), gate=reason)
     if not session.allows(policy.action):
         reason = f"{policy.action} is not possible in provider state {session.provider_state}"
-        return Evaluation(policy=policy, matched=False, reasons=(reason,))
-    results = [condition.evaluate(session, ctx) for condition in policy.match]
-    failed = [r.reason for r in results if r.value is not True]
+        return Evaluation(policy=policy, matched=False, reasons=(reason,), gate=reason)
+    results = tuple((c.name, c.evaluate(session, ctx)) for c in policy.match)
+    failed = [r.reason for _, r in results if r.value is not True]
     if failed:
-        return Evaluation(policy=policy, matched=False, reasons=tuple(failed))
-    reasons = tuple(r.reason for r in results)
-    exempt = exempt_reason(policy, session, ctx)
-    return Evaluation(policy=policy, matched=True, reasons=reasons, exempt_reason=exempt)
+        return Evaluation(policy=policy, matched=False, reasons=tuple(failed), conditions=results)
+    reasons = tuple(r.reason for _, r in results)
+    exemptions = tuple((c.name, c.evaluate(session, ctx)) for c in policy.exempt)
+    return Evaluation(
+        policy=policy,
+        matched=True,
+        reasons=reasons,
+        exempt_reason=_exempt_reason([r for _, r in exemptions]),
+        conditions=results,
+        exemptions=exemptions,
+    )
 
 
 def consents(policy: Policy, session: Session) -> bool:
@@ -98,9 +116,17 @@ def _exempt_reason(results: list[Match]) -> str | None:
 
 
 def decide(
-    session: Session, policies: Sequence[Policy], now: datetime, history: History | None
+    session: Session,
+    policies: Sequence[Policy],
+    now: datetime,
+    history: History | None,
+    *,
+    keep: Keep | None = None,
 ) -> Decision:
-    """Decide what to do with one session now. Pure: same inputs, same decision."""
+    """Decide what to do with one session now. Pure: same inputs, same decision.
+
+    ``keep`` is the session's keep, if an admin kept it (an expired one protects nothing).
+    """
     untrusted = [*session.anomalies, *_naive(session, history)]
     if untrusted:
         return _skip(session, "malformed", "record not trusted: " + "; ".join(untrusted))
@@ -110,6 +136,8 @@ def decide(
             "unknown_state",
             f"provider state {session.provider_state!r} is unknown; never acted on",
         )
+    if keep is not None and keep.holds(now):
+        return _skip(session, KEPT, kept_reason(keep))
     ctx = EvalContext(now=now, history=history)
     misses: list[str] = []
     for policy in ordered(policies):
@@ -123,6 +151,16 @@ def decide(
         return _skip(session, "no_policy", "no enabled policy applies to this target")
     shown = "; ".join(misses[:3]) + ("; …" if len(misses) > 3 else "")
     return _skip(session, "no_match", f"no policy matched ({shown})")
+
+
+#: The decision code of a kept session.
+KEPT = "kept"
+
+
+def kept_reason(keep: Keep) -> str:
+    """``kept until 2026-11-25 12:00:00 UTC by alice (cli): holiday``."""
+    why = f": {keep.reason}" if keep.reason else ""
+    return f"kept until {_utc(keep.until, seconds=True)} UTC by {keep.actor}{why}"
 
 
 def _naive(session: Session, history: History | None) -> list[str]:
@@ -233,10 +271,15 @@ def _skip(session: Session, code: str, reason: str) -> Decision:
 
 
 def explain(
-    session: Session, policies: Sequence[Policy], now: datetime, history: History | None
+    session: Session,
+    policies: Sequence[Policy],
+    now: datetime,
+    history: History | None,
+    *,
+    keep: Keep | None = None,
 ) -> tuple[Decision, list[Evaluation]]:
     """The decision plus every applicable policy's evaluation, for ``janitor explain``."""
-    decision = decide(session, policies, now, history)
+    decision = decide(session, policies, now, history, keep=keep)
     if _naive(session, history):
         return decision, []  # naive timestamps cannot be compared with now
     ctx = EvalContext(now=now, history=history)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from janitor.store.audit import AuditLog, Fence
 from janitor.store.db import Database
+from janitor.store.history import HistoryStore
+from janitor.store.keeps import KeepStore
 from janitor.store.policies import PolicyStore
 from janitor.store.state import LeaseStore, ObservationStore, PauseStore, SweepStore
 
@@ -25,6 +27,8 @@ class Store:
         self.leases = LeaseStore(db)
         self.pause = PauseStore(db, self.audit)
         self.sweeps = SweepStore(db)
+        self.keeps = KeepStore(db, self.audit)
+        self.history = HistoryStore(db)
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:

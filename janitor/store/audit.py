@@ -13,14 +13,16 @@ current; otherwise :class:`~janitor.errors.LeaseLost` is raised and nothing is w
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from janitor.errors import LeaseLost
@@ -51,11 +53,118 @@ class VerifyResult:
     head: str
     problems: tuple[str, ...]
     last_id: int | None = None
+    pruned: PrunedHead | None = None  # where a full walk started: after the rows pruned
 
     @property
     def checkpoint(self) -> Checkpoint | None:
         """Where the next incremental verification can start (None for an empty chain)."""
         return Checkpoint(id=self.last_id, hash=self.head) if self.last_id is not None else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrunedHead:
+    """What a prune's checkpoint row records: the rows up to ``through_id`` were removed, and
+    the first row after them links to ``head`` (the hash of row ``through_id``)."""
+
+    row_id: int  # the checkpoint row
+    through_id: int
+    head: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PruneResult:
+    """What ``audit prune`` did: ``checkpoint`` is None when there was nothing to remove."""
+
+    removed: int
+    checkpoint: AuditEvent | None
+    held_by: int | None = None  # the oldest open intent, where it stopped the prune
+    problem: str | None = None  # why nothing was removed, when the chain does not verify
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditQuery:
+    """Which audit rows to list or export (every field optional; all given must hold).
+
+    ``session`` is a session id or name, or a glob (``*``, ``?``, ``[...]``) over either;
+    ``session_id`` is one exact id. Times are inclusive: ``since <= at <= until``.
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+    target: str | None = None
+    session_id: str | None = None
+    session: str | None = None
+    kinds: Sequence[str] = ()
+    policy: str | None = None
+    outcomes: Sequence[str] = ()
+    after_id: int | None = None
+
+    def statement(self) -> Select[AuditRow]:
+        """The SELECT for these filters (a glob is narrowed further by :meth:`wanted`)."""
+        query = select(AuditRow)
+        if self.since is not None:
+            query = query.where(AuditRow.at >= self.since)
+        if self.until is not None:
+            query = query.where(AuditRow.at <= self.until)
+        if self.target is not None:
+            query = query.where(AuditRow.target == self.target)
+        if self.session_id is not None:
+            query = query.where(AuditRow.session_id == self.session_id)
+        if self.session is not None:
+            if is_glob(self.session):
+                like = glob_to_like(self.session)
+                query = query.where(
+                    or_(
+                        AuditRow.session_id.like(like, escape="\\"),
+                        AuditRow.session_name.like(like, escape="\\"),
+                    )
+                )
+            else:
+                query = query.where(
+                    or_(AuditRow.session_id == self.session, AuditRow.session_name == self.session)
+                )
+        if self.kinds:
+            query = query.where(AuditRow.kind.in_([str(k) for k in self.kinds]))
+        if self.policy is not None:
+            query = query.where(AuditRow.policy == self.policy)
+        if self.outcomes:
+            query = query.where(AuditRow.outcome.in_([str(o) for o in self.outcomes]))
+        return query
+
+    def wanted(self, event: AuditEvent) -> bool:
+        """The exact glob test (SQL ``LIKE`` is only a superset: case, ``[...]``)."""
+        if self.session is None or not is_glob(self.session):
+            return True
+        return any(
+            value is not None and fnmatch.fnmatchcase(value, self.session)
+            for value in (event.session_id, event.session_name)
+        )
+
+
+def is_glob(pattern: str) -> bool:
+    """True when ``pattern`` has glob characters."""
+    return any(char in pattern for char in "*?[")
+
+
+def glob_to_like(pattern: str) -> str:
+    """A SQL ``LIKE`` pattern (escape character ``\\``) matching at least what the glob does."""
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            out.append("%")
+        elif char == "?":
+            out.append("_")
+        elif char == "[" and (end := pattern.find("]", i + 2)) != -1:
+            out.append("_")  # one character of a class: the exact test comes after
+            i = end
+        elif char in "%_\\":
+            out.append("\\" + char)
+        else:
+            out.append(char)
+        i += 1
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,11 +183,22 @@ class Checkpoint:
     hash: str
 
 
+#: Fields added after rows were first written: left out of the canonical form while empty, so
+#: every row written before them hashes as it did (and setting one later breaks its hash).
+_LATER_FIELDS = frozenset({"details"})
+
+
 def canonical(event: AuditEvent) -> bytes:
-    """The bytes the hash covers: sorted-key JSON, UTC microsecond timestamps."""
+    """The bytes the hash covers: sorted-key JSON, UTC microsecond timestamps.
+
+    ``details`` is included when it is set (nested keys sorted too) and left out when it is
+    None, which is the canonical form of every row written before the column existed.
+    """
     payload: dict[str, Any] = {}
     for name in HASHED_FIELDS:
         value = getattr(event, name)
+        if value is None and name in _LATER_FIELDS:
+            continue
         if isinstance(value, datetime):
             value = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         payload[name] = value
@@ -189,30 +309,55 @@ class AuditLog:
 
     def events(
         self,
+        query: AuditQuery | None = None,
         *,
-        since: datetime | None = None,
-        target: str | None = None,
-        session_id: str | None = None,
-        kinds: Sequence[str] = (),
-        after_id: int | None = None,
         limit: int | None = None,
+        last: int | None = None,
+        **filters: Any,
     ) -> list[AuditEvent]:
-        """Rows in id order, filtered (``after_id``: only rows with a larger id)."""
-        query = select(AuditRow).order_by(AuditRow.id)
-        if after_id is not None:  # no default bound: a row slipped in at id <= 0 shows too
-            query = query.where(AuditRow.id > after_id)
-        if since is not None:
-            query = query.where(AuditRow.at >= since)
-        if target is not None:
-            query = query.where(AuditRow.target == target)
-        if session_id is not None:
-            query = query.where(AuditRow.session_id == session_id)
-        if kinds:
-            query = query.where(AuditRow.kind.in_(list(kinds)))
-        if limit is not None:
-            query = query.limit(limit)
-        with self.db.transaction() as tx:
-            return [to_event(row) for row in tx.scalars(query)]
+        """Rows in id order, filtered by ``query`` (or the same fields as keywords).
+
+        ``limit`` keeps the first rows that match, ``last`` the newest ones (still returned
+        oldest first).
+        """
+        query = query or AuditQuery(**filters)
+        if last is not None:
+            newest = list(itertools.islice(self.stream(query, descending=True), last))
+            return newest[::-1]
+        return list(itertools.islice(self.stream(query), limit))
+
+    def stream(
+        self, query: AuditQuery | None = None, *, batch: int = 1000, descending: bool = False
+    ) -> Iterator[AuditEvent]:
+        """Rows matching ``query`` in id order (or newest first), read ``batch`` at a time.
+
+        Each batch is one short transaction, so an export of millions of rows holds no
+        transaction open and keeps only one batch in memory.
+        """
+        query = query or AuditQuery()
+        after: int | None = query.after_id
+        before: int | None = None
+        while True:
+            statement = query.statement().limit(batch)
+            if descending:
+                statement = statement.order_by(AuditRow.id.desc())
+                if before is not None:
+                    statement = statement.where(AuditRow.id < before)
+            else:
+                statement = statement.order_by(AuditRow.id)
+                if after is not None:
+                    statement = statement.where(AuditRow.id > after)
+            with self.db.transaction() as tx:
+                rows = [to_event(row) for row in tx.scalars(statement)]
+            for event in rows:
+                if query.wanted(event):
+                    yield event
+            if len(rows) < batch:
+                return
+            if descending:
+                before = rows[-1].id
+            else:
+                after = rows[-1].id
 
     def pending_intents(self, target: str) -> list[AuditEvent]:
         """Intents of ``target`` with no final outcome (none yet, ``unknown`` or ``accepted``)."""
@@ -224,17 +369,9 @@ class AuditLog:
         An intent is open until it has a final outcome: one that is neither ``unknown``
         (reconciled by re-reading) nor ``accepted`` (settled by later sweeps).
         """
-        outcome = aliased(AuditRow)
-        final = exists().where(
-            and_(
-                outcome.intent_id == AuditRow.id,
-                outcome.kind == AuditKind.OUTCOME.value,
-                outcome.outcome.not_in([o.value for o in OPEN_OUTCOMES]),
-            )
-        )
         query = (
             select(AuditRow)
-            .where(AuditRow.kind == AuditKind.INTENT.value, AuditRow.target == target, ~final)
+            .where(AuditRow.kind == AuditKind.INTENT.value, AuditRow.target == target, _open())
             .order_by(AuditRow.id)
         )
         with self.db.transaction() as tx:
@@ -258,11 +395,16 @@ class AuditLog:
         ]
 
     def head(self) -> tuple[int, str]:
-        """(number of rows, hash of the last row)."""
+        """(highest row id, hash of that row): the chain's length since it began.
+
+        The id, not a count: ``audit prune`` removes old rows but never lowers the highest
+        id, so the exported length still only grows and a truncated tail still shows.
+        """
         with self.db.transaction() as tx:
-            count = tx.scalar(select(func.count(AuditRow.id))) or 0
-            last = tx.scalar(select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1))
-            return int(count), last or GENESIS
+            row = tx.execute(
+                select(AuditRow.id, AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)
+            ).first()
+            return (int(row[0]), row[1]) if row is not None else (0, GENESIS)
 
     def _stored(self, after: int | None, batch: int) -> list[AuditEvent]:
         """Rows as stored, for hashing: enum columns stay plain strings, so a value that is no
@@ -283,12 +425,21 @@ class AuditLog:
         With ``since`` (a checkpoint of an earlier verification) only the rows after it are
         walked, and the checkpoint row must still be there with the same hash: the daemon
         checks the new rows after every sweep this way, cheaply.
+
+        Without it the walk starts at the beginning, or, once rows were pruned, after them:
+        the newest prune checkpoint row says which row was the last one removed and its hash,
+        the first remaining row must link to that hash, and no row may remain at or below it.
         """
         problems: list[str] = []
         prev, rows, after = GENESIS, 0, None
-        if since is not None:
+        pruned, problem = self.pruned_head()
+        problems += [problem] if problem else []
+        if since is not None and (pruned is None or pruned.through_id < since.id):
             prev, after = since.hash, since.id
             problems += self._check_checkpoint(since)
+        elif pruned is not None:  # a full walk, or the rows verified earlier were pruned since
+            prev, after = pruned.head, pruned.through_id
+            problems += self._below(pruned)
         last: int | None = since.id if since else None
         while len(problems) < 20:
             chunk = self._stored(after, batch)
@@ -301,8 +452,119 @@ class AuditLog:
                 assert event.id is not None
                 after = last = event.id
         return VerifyResult(
-            ok=not problems, rows=rows, head=prev, problems=tuple(problems), last_id=last
+            ok=not problems,
+            rows=rows,
+            head=prev,
+            problems=tuple(problems),
+            last_id=last,
+            pruned=pruned,
         )
+
+    def pruned_head(self) -> tuple[PrunedHead | None, str | None]:
+        """The newest prune checkpoint (None if the chain was never pruned), or a problem."""
+        with self.db.transaction() as tx:
+            row = tx.execute(
+                select(AuditRow.id, AuditRow.details, AuditRow.at)
+                .where(AuditRow.kind == AuditKind.CHECKPOINT.value)
+                .order_by(AuditRow.id.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None, None
+        details = row[1] or {}
+        try:
+            through, head = int(details["pruned_through_id"]), str(details["pruned_head"])
+        except (KeyError, TypeError, ValueError):
+            return None, f"row {row[0]}: a prune checkpoint whose details cannot be read"
+        return PrunedHead(row_id=row[0], through_id=through, head=head, at=_aware(row[2])), None
+
+    def _below(self, pruned: PrunedHead) -> list[str]:
+        """Rows left at or below a prune's last removed id: they were put there afterwards."""
+        with self.db.transaction() as tx:
+            ids = tx.scalars(
+                select(AuditRow.id)
+                .where(AuditRow.id <= pruned.through_id)
+                .order_by(AuditRow.id)
+                .limit(5)
+            ).all()
+        return [
+            f"row {i}: lies in the range pruned by checkpoint row {pruned.row_id} "
+            f"(rows up to {pruned.through_id} were removed; a row was inserted there)"
+            for i in ids
+        ]
+
+    def prune(self, *, before: datetime, actor: str, now: datetime) -> PruneResult:
+        """Remove the oldest rows, those written before ``before``, keeping the chain verifiable.
+
+        The one exception to append-only, and itself audited. In one transaction under the
+        chain's lock: the rows removed are a prefix of the chain (every row up to the first
+        one written at or after ``before``), cut short before the oldest intent that has no
+        final outcome (``unknown`` and ``accepted`` are not final): such an intent and every
+        row after it stay. A ``checkpoint`` row appended at the head records the last removed
+        row's id and hash, where :meth:`verify` starts. Nothing is removed while the chain
+        does not verify: pruning must not erase the evidence of tampering.
+        """
+        check = self.verify()
+        if not check.ok:
+            return PruneResult(
+                removed=0,
+                checkpoint=None,
+                problem="the audit chain does not verify, so nothing is pruned (that would "
+                f"erase the evidence): {check.problems[0]}",
+            )
+        with self.db.transaction() as tx:
+            self._lock(tx)
+            first_new = tx.scalar(select(func.min(AuditRow.id)).where(AuditRow.at >= before))
+            oldest_open = tx.scalar(
+                select(func.min(AuditRow.id)).where(
+                    AuditRow.kind == AuditKind.INTENT.value, _open()
+                )
+            )
+            bound = select(func.max(AuditRow.id))
+            if first_new is not None:
+                bound = bound.where(AuditRow.id < first_new)
+            if oldest_open is not None:
+                bound = bound.where(AuditRow.id < oldest_open)
+            through = tx.scalar(bound)
+            held = (
+                oldest_open
+                if oldest_open is not None and (first_new is None or oldest_open < first_new)
+                else None
+            )
+            if through is None:
+                return PruneResult(removed=0, checkpoint=None, held_by=held)
+            head = tx.scalar(select(AuditRow.hash).where(AuditRow.id == through))
+            removed = int(
+                tx.scalar(select(func.count(AuditRow.id)).where(AuditRow.id <= through)) or 0
+            )
+            stamp = before.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+            held_note = (
+                f"; intent {held} has no final outcome yet, so it and later rows stay"
+                if held is not None
+                else ""
+            )
+            [checkpoint] = self.append_in(
+                tx,
+                [
+                    AuditEvent(
+                        at=now,
+                        kind=AuditKind.CHECKPOINT,
+                        actor=actor,
+                        reason=f"audit pruned by {actor}: {removed} rows written before {stamp} "
+                        f"removed (ids up to {through}); the chain continues from row "
+                        f"{through}'s hash{held_note}",
+                        details={
+                            "pruned_through_id": through,
+                            "pruned_head": head,
+                            "removed": removed,
+                            "before": before.astimezone(UTC).isoformat(),
+                            "held_by_open_intent": held,
+                        },
+                    )
+                ],
+            )
+            tx.execute(delete(AuditRow).where(AuditRow.id <= through))
+            return PruneResult(removed=removed, checkpoint=checkpoint, held_by=held)
 
     def _check_checkpoint(self, since: Checkpoint) -> list[str]:
         with self.db.transaction() as tx:
@@ -315,6 +577,19 @@ class AuditLog:
                 )
             ]
         return []
+
+
+def _open() -> ColumnElement[bool]:
+    """True for an intent row that has no final outcome (none, or only unknown/accepted)."""
+    outcome = aliased(AuditRow)
+    final = exists().where(
+        and_(
+            outcome.intent_id == AuditRow.id,
+            outcome.kind == AuditKind.OUTCOME.value,
+            outcome.outcome.not_in([o.value for o in OPEN_OUTCOMES]),
+        )
+    )
+    return ~final
 
 
 def _aware(value: datetime) -> datetime:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from janitor.model import Action, AuditEvent, AuditKind, History, Mark, State
 from janitor.store.audit import AuditLog, Fence, check_fence
 from janitor.store.db import Database
+from janitor.store.history import Observed, write_in
 from janitor.store.tables import LeaseRow, ObservationRow, PauseRow, SweepRow
 
 
@@ -34,8 +35,10 @@ class ObservationStore:
         entries: Iterable[tuple[str, str, History]],
         *,
         fence: Fence | None = None,
+        log: Sequence[Observed] = (),
     ) -> None:
-        """Replace the target's memory with ``(session_id, name, history)`` entries.
+        """Replace the target's memory with ``(session_id, name, history)`` entries, and add
+        ``log``'s rows to the session history log in the same transaction.
 
         Sessions not listed any more are forgotten (call only after a complete listing).
         Unchanged entries are not written, so ``last_seen`` is the last sweep that changed
@@ -64,6 +67,7 @@ class ObservationStore:
                 elif _history(row) == history and row.session_name == name[:255]:
                     continue  # unchanged: no write (a steady fleet costs no UPDATEs)
                 _fill(row, name, history)
+            write_in(tx, target, log)
             gone = [sid for sid in existing if sid not in seen]
             if gone:
                 tx.execute(
@@ -94,6 +98,7 @@ def _history(row: ObservationRow) -> History:
         original=row.original,
         activity=row.activity,
         activity_since=row.activity_since,
+        observed=row.observed,
     )
 
 
@@ -114,6 +119,7 @@ def _fill(row: ObservationRow, name: str, history: History) -> None:
     row.original = history.original
     row.activity = history.activity[:255] if history.activity else None
     row.activity_since = history.activity_since
+    row.observed = history.observed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

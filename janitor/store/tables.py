@@ -106,6 +106,8 @@ class AuditRow(Base):
         Index("ix_audit_events_at", "at"),
         Index("ix_audit_events_kind", "kind"),
         Index("ix_audit_events_intent_id", "intent_id"),
+        Index("ix_audit_events_policy", "policy"),
+        Index("ix_audit_events_session_name", "session_name"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -128,6 +130,7 @@ class AuditRow(Base):
     actor: Mapped[str] = mapped_column(String(128))
     fencing_token: Mapped[int | None] = mapped_column(BigInteger)
     intent_id: Mapped[int | None] = mapped_column(BigInteger)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
@@ -169,6 +172,7 @@ class ObservationRow(Base):
     original: Mapped[str | None] = mapped_column(Text)
     activity: Mapped[str | None] = mapped_column(String(255))
     activity_since: Mapped[datetime | None]
+    observed: Mapped[str | None] = mapped_column(String(64))
 
 
 class LeaseRow(Base):
@@ -192,3 +196,39 @@ class PauseRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(128))
     changed_at: Mapped[datetime]
+
+
+class KeepRow(Base):
+    """A session an admin protected from every policy until ``until`` (``janitor keep``)."""
+
+    __tablename__ = "keeps"
+
+    target: Mapped[str] = mapped_column(String(63), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    session_name: Mapped[str] = mapped_column(String(255))
+    until: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+
+
+class SessionHistoryRow(Base):
+    """The session history log: a session's observed fields, written when they change.
+
+    ``gone`` marks a session's end (``fields`` is None then): ``missing`` from the listing
+    of the sweep at ``at``, or ``removed`` by that sweep's own action (listed at ``at``,
+    gone after it).
+    """
+
+    __tablename__ = "session_history"
+    __table_args__ = (
+        Index("ix_session_history_target_at", "target", "at"),
+        Index("ix_session_history_target_session", "target", "session_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(String(63))
+    session_id: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime]
+    fields: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    gone: Mapped[str | None] = mapped_column(String(16))

@@ -158,7 +158,7 @@ def test_apply_versions_audits_and_is_idempotent(tmp_path: Path, config: Path) -
     assert "2 unchanged" in again.stdout
     changed = _write(tmp_path, GOOD.replace("idle_for: 2h", "idle_for: 3h"))
     plan = invoke("-c", str(config), "policy", "apply", "-f", str(changed), "--plan")
-    assert "would update idle-notebooks (v2)" in plan.stdout
+    assert "would update idle-notebooks (v1 -> v2, enforce)" in plan.stdout
     assert "+  idle_for: 3h" in plan.stdout
     assert {r["name"]: r["version"] for r in _stored(config)}["idle-notebooks"] == 1
     assert invoke("-c", str(config), "policy", "apply", "-f", str(changed)).exit_code == 0

@@ -19,9 +19,9 @@ What a hash chain alone cannot see, and how janitor covers it:
 * **Tail truncation** (the last rows deleted) leaves a valid, shorter chain, and so does an
   attacker who rewrites every hash from the tampered row to the end. Both are detected by
   comparing with the head exported *outside* the database after every sweep (the
-  ``janitor_audit_head`` metric and the sweep log line: row count and head hash, from
-  ``AuditLog.head()``): a genuine chain only grows, so the exported head must still be the
-  hash of the row at that position. ``test_truncation_*`` and ``test_rewritten_tail_*``
+  ``janitor_audit_head`` metric and the sweep log line: highest row id and head hash, from
+  ``AuditLog.head()``): a genuine chain only grows, so the row with that id must still be
+  there with that hash. ``test_truncation_*`` and ``test_rewritten_tail_*``
   show it with :func:`extends`.
 * **A forged row appended after the head** is indistinguishable from a real append for an
   unkeyed chain; only rows up to the last exported head are protected.
@@ -73,7 +73,7 @@ def random_event(rnd: random.Random, at: datetime) -> AuditEvent:
     """An audit row with a random mix of filled and empty fields."""
     return AuditEvent(
         at=at,
-        kind=rnd.choice(list(AuditKind)),
+        kind=rnd.choice([k for k in AuditKind if k is not AuditKind.CHECKPOINT]),  # prune's
         reason=_text(rnd, 40),
         actor=f"janitor@{_text(rnd, 6)}",
         sweep_id=_maybe(rnd, lambda: f"{rnd.getrandbits(64):016x}"),
@@ -91,6 +91,9 @@ def random_event(rnd: random.Random, at: datetime) -> AuditEvent:
         error=_maybe(rnd, lambda: _text(rnd, 30)),
         fencing_token=_maybe(rnd, lambda: rnd.randint(1, 50)),
         intent_id=_maybe(rnd, lambda: rnd.randint(1, 500)),
+        details=_maybe(
+            rnd, lambda: {"diff": _text(rnd, 20), "version": rnd.randint(1, 9), "n": [1, "≥"]}
+        ),
     )
 
 
@@ -147,6 +150,10 @@ def changed_value(rnd: random.Random, column: str, value: Any) -> Any:
         return not value
     if column in ("policy_version", "http_status", "fencing_token", "intent_id"):
         return 1 if value is None else _other(rnd, [None, value + 1, 0], value)
+    if column == "details":  # JSON: set, clear, or change one nested value
+        if value is None:
+            return {"diff": _text(rnd)}
+        return rnd.choice([None, {**value, "version": value.get("version", 0) + 1}, {}])
     if column in ("prev_hash", "hash"):
         return _other(rnd, [f"{rnd.getrandbits(256):064x}", GENESIS], value)
     if column in ("reason", "actor"):  # NOT NULL text
@@ -220,15 +227,14 @@ def forge(store: Store, rnd: random.Random, ids: list[int], *, position: int) ->
 
 
 def extends(audit: AuditLog, anchor: tuple[int, str]) -> bool:
-    """Whether the chain still extends a head exported earlier (``AuditLog.head()``): it
-    verifies, has at least that many rows, and the row at that position has that hash."""
-    count, head = anchor
+    """Whether the chain still extends a head exported earlier (``AuditLog.head()``: the
+    highest row id and its hash): it verifies, and the row with that id has that hash."""
+    last_id, head = anchor
     if not audit.verify().ok:
         return False
-    events = audit.events()
-    if len(events) < count:
-        return False
-    return count == 0 or events[count - 1].hash == head
+    if last_id == 0:
+        return True
+    return [e.hash for e in audit.events() if e.id == last_id] == [head]
 
 
 # --- tests -----------------------------------------------------------------------------
@@ -301,7 +307,7 @@ def test_truncation_is_invisible_to_verify_but_not_to_the_exported_head(store: S
     for case in range(cases):
         ids = fresh_chain(store, rnd, rnd.randint(3, 20))
         anchor = store.audit.head()  # what the sweep logs and exports as a metric
-        assert anchor == (len(ids), store.audit.events()[-1].hash)
+        assert anchor == (ids[-1], store.audit.events()[-1].hash)
         assert extends(store.audit, anchor)
         cut = rnd.randint(1, len(ids) - 1)
         with store.db.transaction() as tx:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from janitor.durations import format_duration, parse_duration
+from janitor.durations import format_duration, format_short, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,19 @@ def test_format(value: timedelta, text: str) -> None:
 def test_round_trip(seconds: int) -> None:
     value = timedelta(seconds=seconds)
     assert parse_duration(format_duration(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(hours=3, minutes=12, seconds=5), "3h12m"),
+        (timedelta(days=2, hours=4, minutes=3), "2d4h"),
+        (timedelta(hours=1, seconds=30), "1h"),
+        (timedelta(minutes=5, seconds=7), "5m7s"),
+        (timedelta(seconds=45), "45s"),
+        (timedelta(0), "0s"),
+        (-timedelta(minutes=90), "-1h30m"),
+    ],
+)
+def test_durations_for_people_keep_their_two_largest_units(value: timedelta, text: str) -> None:
+    assert format_short(value) == text
