@@ -330,6 +330,10 @@ async def close(
         run.memory.pop(decision.session.id, None)
     _log_outcome(run, decision, action, outcome, reason)
     try:
+        if run.lease is not None:
+            # A call longer than the lease's TTL let it expire: renew it (only while nobody
+            # took it over, so the token is unchanged) rather than lose the outcome.
+            await run.lease.ensure()
         await db(run.rt.store.audit.append, [event], fence=run.fence)
     except LeaseLost as exc:
         log.warning(
