@@ -43,6 +43,15 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# `make mutants` (docs/mutation-testing.md) runs the fast subset once per mutant: fewer, still
+# derandomized examples, so a mutant's verdict does not depend on the run.
+settings.register_profile(
+    "mutants",
+    derandomize=True,
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile("full" if FULL else "ci")
 
 

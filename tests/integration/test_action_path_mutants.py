@@ -1,0 +1,95 @@
+"""The action path where `make mutants` found it unguarded (docs/mutation-testing.md).
+
+In-process sweeps against the simulated Jupyter server (tests/fakes/faults.py); each test
+names what a user or an operator would see if the guard broke.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import text
+
+from janitor.clock import FrozenClock
+from janitor.model import AuditKind, Outcome
+from janitor.store import Store
+from tests.fakes.faults import World, one
+from tests.fakes.jupyter import Fault
+
+#: A lease this short is due for renewal a tenth of a second after it was last renewed.
+SHORT_LEASE = timedelta(milliseconds=300)
+#: Longer than a third of SHORT_LEASE, shorter than actions.SLOW_RECHECK.
+RENEWAL_DUE = 0.15
+
+
+def _one_idle_session(store: Store, clock: FrozenClock) -> tuple[World, str]:
+    world = World.create(store, clock)
+    world.settings["lease_ttl"] = SHORT_LEASE
+    world.apply()
+    return world, world.idle("idle.ipynb").id
+
+
+def _outcomes(world: World) -> list[tuple[str | None, str]]:
+    return [(r.outcome, r.reason) for r in world.events() if r.kind == AuditKind.OUTCOME]
+
+
+def test_a_lease_taken_over_before_the_call_stops_the_call_and_says_why(
+    sqlite_store: Store, clock: FrozenClock
+) -> None:
+    """Another replica takes the lease while the re-check is in flight: no DELETE."""
+    world, session_id = _one_idle_session(sqlite_store, clock)
+
+    def take_over() -> None:
+        ours = sqlite_store.leases.get("target:nb")
+        assert ours is not None
+        sqlite_store.leases.release("target:nb", ours.holder)
+        assert sqlite_store.leases.acquire("target:nb", "replica-b", timedelta(hours=1))
+
+    world.transport.add(
+        Fault(when=one("GET", "sessions", session_id), delay=RENEWAL_DUE, before=take_over)
+    )
+    (report,) = asyncio.run(world.sweeps(1))
+
+    lost = "lease target:nb was taken over while we held it"
+    assert world.transport.deletes() == []
+    assert report.targets[0].halted == lost
+    assert _outcomes(world) == [
+        (Outcome.BLOCKED, f"not done, the lease was lost before the call: {lost}")
+    ]
+
+
+def test_a_lease_the_database_cannot_renew_before_the_call_fails_the_sweep(
+    sqlite_store: Store, clock: FrozenClock
+) -> None:
+    """The renewal before the call fails in the database: no DELETE, and the sweep exits 1
+    even though the outcome row could be written."""
+    world, session_id = _one_idle_session(sqlite_store, clock)
+
+    def refuse_lease_updates() -> None:
+        with sqlite_store.db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER janitor_test_refuse_renewal BEFORE UPDATE ON leases "
+                    "BEGIN SELECT RAISE(ABORT, 'lease update refused (injected)'); END"
+                )
+            )
+
+    world.transport.add(
+        Fault(
+            when=one("GET", "sessions", session_id),
+            delay=RENEWAL_DUE,
+            before=refuse_lease_updates,
+        )
+    )
+    (report,) = asyncio.run(world.sweeps(1))
+
+    target = report.targets[0]
+    assert world.transport.deletes() == []
+    assert target.failed, "a sweep whose lease could not be renewed failed (exit 1)"
+    assert target.store_failed
+    assert (target.error or "").startswith("the lease cannot be renewed, so nothing is done: ")
+    ((outcome, reason),) = _outcomes(world)
+    assert outcome == Outcome.BLOCKED
+    assert reason.startswith("not done, the lease cannot be renewed: database error")
+    assert "lease update refused (injected)" in reason

@@ -1,0 +1,87 @@
+"""Engine behaviour that `make mutants` found unguarded: the times written into reasons, and
+``explain`` deciding with janitor's memory of the session (docs/mutation-testing.md)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from janitor.model import Action, Mark, Verdict
+from janitor.policy.engine import decide, explain
+from tests.factories import NOW, history, policy, session
+
+KOLKATA = timezone(timedelta(hours=5, minutes=30))
+
+
+@pytest.fixture
+def host_zone_kolkata(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The host's local zone is UTC+05:30: a reason must still be written in UTC."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _warned(policy_name: str, at: datetime, action: Action | None = None) -> Mark:
+    return Mark(policy=policy_name, marked_at=at, warned_at=at, action=action)
+
+
+@pytest.mark.usefixtures("host_zone_kolkata")
+def test_a_grace_reason_names_its_end_in_utc_to_the_second() -> None:
+    # Warned 10 min 7 s before NOW, written at +05:30: the grace of 30m ends 12:20:07 UTC.
+    warned = (NOW - timedelta(minutes=9, seconds=53)).astimezone(KOLKATA)
+    d = decide(
+        session(),
+        [policy(grace="30m")],
+        NOW,
+        history(mark=_warned("idle", warned)),
+    )
+    assert d.verdict is Verdict.WAIT
+    assert d.reason.endswith("; warned, in grace until 2026-11-22 12:20:07 UTC (policy idle v1)")
+
+
+@pytest.mark.usefixtures("host_zone_kolkata")
+def test_a_notified_reason_names_the_warning_in_utc_to_the_minute() -> None:
+    warned = datetime(2026, 11, 22, 11, 50, 7, tzinfo=UTC).astimezone(KOLKATA)
+    d = decide(
+        session(),
+        [policy(action="notify")],
+        NOW,
+        history(mark=_warned("idle", warned, Action.NOTIFY)),
+    )
+    assert d.verdict is Verdict.WAIT
+    assert d.code == "notified"
+    assert d.reason.endswith("; notified at 2026-11-22 11:50 UTC (policy idle v1)")
+
+
+def test_explain_decides_with_the_memory_of_the_session() -> None:
+    """A session warned 10 minutes ago is in its grace: explain says wait, not warn."""
+    remembered = history(mark=_warned("idle", NOW - timedelta(minutes=10)))
+    decision, evaluations = explain(session(), [policy(grace="30m")], NOW, remembered)
+    assert decision.verdict is Verdict.WAIT
+    assert decision.code == "grace"
+    assert [e.matched for e in evaluations] == [True]
+
+
+def test_explain_evaluates_with_the_memory_of_the_session() -> None:
+    """Without a created_at from the provider, ``age`` is janitor's first sighting."""
+    aged = policy(match={"state": ["idle"], "age": "12h"})
+    decision, evaluations = explain(
+        session(created_at=None), [aged], NOW, history(first_seen=NOW - timedelta(days=1))
+    )
+    assert decision.verdict is Verdict.ACT
+    assert [(e.matched, e.reasons) for e in evaluations] == [
+        (True, ("state idle", "seen for 1d ≥ 12h"))
+    ]
+
+
+def test_explain_shows_no_evaluation_when_the_memory_holds_a_naive_timestamp() -> None:
+    naive = history(first_seen=datetime(2026, 11, 21, 12, 0))  # noqa: DTZ001 (the point)
+    decision, evaluations = explain(session(created_at=None), [policy()], NOW, naive)
+    assert decision.code == "malformed"
+    assert "first_seen (memory) has no time zone" in decision.reason
+    assert evaluations == []
