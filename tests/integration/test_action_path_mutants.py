@@ -7,7 +7,8 @@ names what a user or an operator would see if the guard broke.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from sqlalchemy import text
 
@@ -93,3 +94,32 @@ def test_a_lease_the_database_cannot_renew_before_the_call_fails_the_sweep(
     assert outcome == Outcome.BLOCKED
     assert reason.startswith("not done, the lease cannot be renewed: database error")
     assert "lease update refused (injected)" in reason
+
+
+def test_a_slow_recheck_renews_the_lease_before_the_call_and_the_call_goes_out(
+    sqlite_store: Store, clock: FrozenClock
+) -> None:
+    """More than a third of the lease passed since the intent: the lease is renewed (still
+    ours), then the DELETE is sent; a renewal skipped would let the lease run out mid-sweep."""
+    world, session_id = _one_idle_session(sqlite_store, clock)
+    expiry: dict[str, tuple[str, int, datetime]] = {}
+
+    def at(moment: str) -> Callable[[], None]:
+        def record() -> None:
+            lease = sqlite_store.leases.get("target:nb")
+            assert lease is not None
+            expiry[moment] = (lease.holder, lease.token, lease.expires_at)
+
+        return record
+
+    world.transport.add(
+        Fault(when=one("GET", "sessions", session_id), delay=RENEWAL_DUE, before=at("recheck"))
+    )
+    world.transport.add(Fault(when=one("DELETE", "sessions", session_id), before=at("call")))
+    (report,) = asyncio.run(world.sweeps(1))
+
+    assert report.targets[0].outcomes == {Outcome.EXECUTED: 1}
+    assert [r.path for r in world.transport.deletes()] == [f"/api/sessions/{session_id}"]
+    (holder, token, before), (holder_then, token_then, after) = expiry["recheck"], expiry["call"]
+    assert (holder_then, token_then) == (holder, token), "renewed, not taken over"
+    assert after > before, "the lease was renewed between the re-check and the call"
