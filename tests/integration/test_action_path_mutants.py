@@ -15,7 +15,7 @@ from sqlalchemy import text
 from janitor.clock import FrozenClock
 from janitor.model import AuditKind, Outcome
 from janitor.store import Store
-from tests.fakes.faults import World, one
+from tests.fakes.faults import World, list_sessions, one
 from tests.fakes.jupyter import Fault
 
 #: A lease this short is due for renewal a tenth of a second after it was last renewed.
@@ -31,6 +31,18 @@ def _one_idle_session(store: Store, clock: FrozenClock) -> tuple[World, str]:
     return world, world.idle("idle.ipynb").id
 
 
+def _take_over(store: Store) -> Callable[[], None]:
+    """Another replica takes the target's lease (ours released, theirs acquired)."""
+
+    def take_over() -> None:
+        ours = store.leases.get("target:nb")
+        assert ours is not None
+        store.leases.release("target:nb", ours.holder)
+        assert store.leases.acquire("target:nb", "replica-b", timedelta(hours=1))
+
+    return take_over
+
+
 def _outcomes(world: World) -> list[tuple[str | None, str]]:
     return [(r.outcome, r.reason) for r in world.events() if r.kind == AuditKind.OUTCOME]
 
@@ -41,14 +53,12 @@ def test_a_lease_taken_over_before_the_call_stops_the_call_and_says_why(
     """Another replica takes the lease while the re-check is in flight: no DELETE."""
     world, session_id = _one_idle_session(sqlite_store, clock)
 
-    def take_over() -> None:
-        ours = sqlite_store.leases.get("target:nb")
-        assert ours is not None
-        sqlite_store.leases.release("target:nb", ours.holder)
-        assert sqlite_store.leases.acquire("target:nb", "replica-b", timedelta(hours=1))
-
     world.transport.add(
-        Fault(when=one("GET", "sessions", session_id), delay=RENEWAL_DUE, before=take_over)
+        Fault(
+            when=one("GET", "sessions", session_id),
+            delay=RENEWAL_DUE,
+            before=_take_over(sqlite_store),
+        )
     )
     (report,) = asyncio.run(world.sweeps(1))
 
@@ -123,3 +133,40 @@ def test_a_slow_recheck_renews_the_lease_before_the_call_and_the_call_goes_out(
     (holder, token, before), (holder_then, token_then, after) = expiry["recheck"], expiry["call"]
     assert (holder_then, token_then) == (holder, token), "renewed, not taken over"
     assert after > before, "the lease was renewed between the re-check and the call"
+
+
+def test_an_intent_is_never_written_under_a_lease_taken_over_since_the_listing(
+    sqlite_store: Store, clock: FrozenClock
+) -> None:
+    """The lease changes hands during the listing and is not due for renewal: the fenced
+    intent write is what notices. No intent row, no DELETE."""
+    world = World.create(sqlite_store, clock)
+    world.apply()
+    world.idle("idle.ipynb")
+    world.transport.add(Fault(when=list_sessions, before=_take_over(sqlite_store)))
+    (report,) = asyncio.run(world.sweeps(1))
+
+    assert world.transport.deletes() == []
+    assert [r for r in world.events() if r.kind == AuditKind.INTENT] == []
+    theirs = sqlite_store.leases.get("target:nb")
+    assert theirs is not None
+    assert report.targets[0].halted == (
+        f"lease target:nb is no longer ours (token {theirs.token - 1}); "
+        f"held by replica-b (token {theirs.token})"
+    )
+
+
+def test_a_session_gone_at_the_recheck_is_already_absent_without_a_call(
+    sqlite_store: Store, clock: FrozenClock
+) -> None:
+    world, session_id = _one_idle_session(sqlite_store, clock)
+    world.transport.add(
+        Fault(when=one("GET", "sessions", session_id), status=404, body={"message": "gone"})
+    )
+    (report,) = asyncio.run(world.sweeps(1))
+
+    assert world.transport.deletes() == []
+    assert report.targets[0].outcomes == {Outcome.ALREADY_ABSENT: 1}
+    assert _outcomes(world) == [
+        (Outcome.ALREADY_ABSENT, "the session was already gone at the re-check")
+    ]
