@@ -15,7 +15,7 @@ from sqlalchemy import text
 from janitor.clock import FrozenClock
 from janitor.model import AuditKind, Outcome
 from janitor.store import Store
-from tests.fakes.faults import World, list_sessions, one
+from tests.fakes.faults import IDLE_POLICY, World, list_sessions, one
 from tests.fakes.jupyter import Fault
 
 #: A lease this short is due for renewal a tenth of a second after it was last renewed.
@@ -170,3 +170,47 @@ def test_a_session_gone_at_the_recheck_is_already_absent_without_a_call(
     assert _outcomes(world) == [
         (Outcome.ALREADY_ABSENT, "the session was already gone at the re-check")
     ]
+
+
+def test_a_policy_edited_after_the_listing_still_matching_is_skipped_changed(
+    sqlite_store: Store, clock: FrozenClock
+) -> None:
+    """The decision was taken on v1; at the re-check v2 decides (the same action, still a
+    match): the operator's edit wins, nothing is deleted on the strength of v1."""
+    world = World.create(sqlite_store, clock)
+    world.apply()
+    world.idle("idle.ipynb")
+    edited = {**IDLE_POLICY, "match": {**IDLE_POLICY["match"], "idle_for": "1h"}}
+    world.transport.add(Fault(when=list_sessions, before=lambda: world.apply(edited)))
+    (report,) = asyncio.run(world.sweeps(1))
+
+    assert world.transport.deletes() == []
+    assert report.targets[0].outcomes == {Outcome.SKIPPED_CHANGED: 1}
+    ((outcome, reason),) = _outcomes(world)
+    assert outcome == Outcome.SKIPPED_CHANGED
+    assert reason.startswith("the decision changed at the re-check: act, ")
+    assert reason.endswith("(policy idle-notebooks v2)")
+
+
+def test_a_session_renamed_into_an_exempt_glob_before_the_recheck_is_not_deleted(
+    sqlite_store: Store, clock: FrozenClock
+) -> None:
+    """The name is not among the fields compared at the re-check: deciding again on the
+    fresh record is what sees that the same policy now exempts it."""
+    world = World.create(sqlite_store, clock)
+    world.apply({**IDLE_POLICY, "exempt": {"name": "keep-*"}})
+    session = world.idle("idle.ipynb")
+
+    def rename() -> None:
+        session.name = session.path = "keep-idle.ipynb"
+
+    world.transport.add(Fault(when=one("GET", "sessions", session.id), before=rename))
+    (report,) = asyncio.run(world.sweeps(1))
+
+    assert world.transport.deletes() == []
+    assert report.targets[0].outcomes == {Outcome.SKIPPED_CHANGED: 1}
+    ((outcome, reason),) = _outcomes(world)
+    assert outcome == Outcome.SKIPPED_CHANGED
+    assert reason.startswith(
+        "the decision changed at the re-check: skip, exempt: name 'keep-idle.ipynb' matches"
+    )
