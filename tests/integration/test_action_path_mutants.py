@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from janitor.clock import FrozenClock
 from janitor.model import AuditKind, Outcome
+from janitor.runtime import Runtime
 from janitor.store import Store
 from tests.fakes.faults import IDLE_POLICY, World, list_sessions, one
 from tests.fakes.jupyter import Fault
@@ -214,3 +215,22 @@ def test_a_session_renamed_into_an_exempt_glob_before_the_recheck_is_not_deleted
     assert reason.startswith(
         "the decision changed at the re-check: skip, exempt: name 'keep-idle.ipynb' matches"
     )
+
+
+def test_shutdown_begun_during_the_listing_starts_no_action_and_says_so(
+    sqlite_store: Store, clock: FrozenClock
+) -> None:
+    world = World.create(sqlite_store, clock)
+    world.apply()
+    world.idle("idle.ipynb")
+    runtime: list[Runtime] = []
+
+    def shutdown() -> None:
+        runtime[0].lifecycle.stopping.set()
+
+    world.transport.add(Fault(when=list_sessions, before=shutdown))
+    (report,) = asyncio.run(world.sweeps(1, setup=runtime.append))
+
+    assert world.transport.deletes() == []
+    assert [r for r in world.events() if r.kind == AuditKind.INTENT] == []
+    assert report.targets[0].halted == "janitor is shutting down"
