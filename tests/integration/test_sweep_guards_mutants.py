@@ -8,9 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 from janitor.clock import FrozenClock
+from janitor.model import AuditKind
 from janitor.store import Store
 from janitor.sweep import SweepReport
-from tests.fakes.faults import World, list_sessions
+from tests.fakes.faults import IDLE_POLICY, World, list_sessions
 
 
 def test_remembered_malformed_records_do_not_count_toward_the_population_guard(
@@ -34,3 +35,21 @@ def test_remembered_malformed_records_do_not_count_toward_the_population_guard(
     assert dict(world.sim.deletes) == {session.id: 1}
     remembered: dict[str, Any] = sqlite_store.observations.load("nb")
     assert set(remembered) == {f"broken-{n}" for n in range(10)}
+
+
+def test_while_paused_a_sweep_with_only_warnings_due_sends_none(
+    sqlite_store: Store, clock: FrozenClock
+) -> None:
+    """Every decision is a warning: the kill switch is still read before the first one."""
+    world = World.create(sqlite_store, clock)
+    world.apply({**IDLE_POLICY, "grace": "30m"})
+    world.idle("a.ipynb")
+    world.idle("b.ipynb")
+    sqlite_store.pause.set(True, reason="", actor="carol", now=clock.now())
+    (report,) = asyncio.run(world.sweeps(1))
+
+    target = report.targets[0]
+    assert target.verdicts == {"warn": 2}
+    assert target.warned == 0
+    assert [r for r in world.events() if r.kind == AuditKind.WARN] == []
+    assert target.halted == "janitor is paused by carol"
