@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 
 from janitor.clock import FrozenClock
-from janitor.model import AuditKind, Outcome
-from janitor.runtime import Runtime
+from janitor.model import Action, AuditEvent, AuditKind, Outcome
+from janitor.runtime import Runtime, identity
 from janitor.store import Store
 from tests.fakes.faults import IDLE_POLICY, World, list_sessions, one
 from tests.fakes.jupyter import Fault
@@ -234,3 +234,80 @@ def test_shutdown_begun_during_the_listing_starts_no_action_and_says_so(
     assert world.transport.deletes() == []
     assert [r for r in world.events() if r.kind == AuditKind.INTENT] == []
     assert report.targets[0].halted == "janitor is shutting down"
+
+
+def test_pending_intents_are_closed_by_this_sweep_under_its_lease(
+    sqlite_store: Store, clock: FrozenClock
+) -> None:
+    """Two intents left open by a replica that died: one session is gone, one is still there.
+    Each gets its outcome row in this sweep, by this janitor, under this lease's token, with
+    the intent's session and action; the session still there is decided anew."""
+    world = World.create(sqlite_store, clock)
+    world.apply()
+    alive = world.idle("still-here.ipynb", hours=0.5)  # not idle long enough to be deleted
+    died_at = clock.now()
+    opened = sqlite_store.audit.append(
+        [
+            AuditEvent(
+                at=died_at,
+                kind=AuditKind.INTENT,
+                reason="about to delete: idle",
+                actor="janitor@old-host",
+                sweep_id="old-sweep",
+                target="nb",
+                session_id=session_id,
+                session_name=name,
+                session_kind="notebook",
+                policy="idle-notebooks",
+                policy_version=1,
+                action=Action.DELETE,
+                fencing_token=7,
+            )
+            for session_id, name in (("gone-1", "gone.ipynb"), (alive.id, "still-here.ipynb"))
+        ]
+    )
+    clock.advance(timedelta(minutes=3))
+    (report,) = asyncio.run(world.sweeps(1))
+
+    lease = sqlite_store.leases.get("target:nb")
+    assert lease is not None
+    closed = [r for r in world.events() if r.kind == AuditKind.OUTCOME]
+    assert [
+        (
+            r.intent_id,
+            r.session_id,
+            r.session_name,
+            r.action,
+            r.outcome,
+            r.sweep_id,
+            r.actor,
+            r.fencing_token,
+            r.at,
+        )
+        for r in closed
+    ] == [
+        (
+            intent.id,
+            intent.session_id,
+            intent.session_name,
+            Action.DELETE,
+            outcome,
+            report.sweep_id,
+            identity()[0],
+            lease.token,
+            died_at + timedelta(minutes=3),
+        )
+        for intent, outcome in zip(opened, (Outcome.ALREADY_ABSENT, Outcome.FAILED), strict=True)
+    ]
+    assert closed[0].reason == (
+        "reconciled: the session is gone; the interrupted delete most likely completed"
+    )
+    assert closed[1].reason == (
+        "reconciled: the session is still there, so the interrupted delete did not take "
+        "effect; it will be decided anew"
+    )
+    assert report.targets[0].reconciled == 2
+    assert report.targets[0].outcomes == {}, "closing old intents is not this sweep's outcome"
+    assert world.transport.deletes() == []
+    assert sqlite_store.audit.pending_intents("nb") == []
+    assert sqlite_store.audit.verify().ok
