@@ -44,6 +44,30 @@ def _take_over(store: Store) -> Callable[[], None]:
     return take_over
 
 
+def _open_intents(store: Store, at: datetime, sessions: list[tuple[str, str]]) -> list[AuditEvent]:
+    """Intents a replica that died left without an outcome."""
+    return store.audit.append(
+        [
+            AuditEvent(
+                at=at,
+                kind=AuditKind.INTENT,
+                reason="about to delete: idle",
+                actor="janitor@old-host",
+                sweep_id="old-sweep",
+                target="nb",
+                session_id=session_id,
+                session_name=name,
+                session_kind="notebook",
+                policy="idle-notebooks",
+                policy_version=1,
+                action=Action.DELETE,
+                fencing_token=7,
+            )
+            for session_id, name in sessions
+        ]
+    )
+
+
 def _outcomes(world: World) -> list[tuple[str | None, str]]:
     return [(r.outcome, r.reason) for r in world.events() if r.kind == AuditKind.OUTCOME]
 
@@ -246,25 +270,8 @@ def test_pending_intents_are_closed_by_this_sweep_under_its_lease(
     world.apply()
     alive = world.idle("still-here.ipynb", hours=0.5)  # not idle long enough to be deleted
     died_at = clock.now()
-    opened = sqlite_store.audit.append(
-        [
-            AuditEvent(
-                at=died_at,
-                kind=AuditKind.INTENT,
-                reason="about to delete: idle",
-                actor="janitor@old-host",
-                sweep_id="old-sweep",
-                target="nb",
-                session_id=session_id,
-                session_name=name,
-                session_kind="notebook",
-                policy="idle-notebooks",
-                policy_version=1,
-                action=Action.DELETE,
-                fencing_token=7,
-            )
-            for session_id, name in (("gone-1", "gone.ipynb"), (alive.id, "still-here.ipynb"))
-        ]
+    opened = _open_intents(
+        sqlite_store, died_at, [("gone-1", "gone.ipynb"), (alive.id, "still-here.ipynb")]
     )
     clock.advance(timedelta(minutes=3))
     (report,) = asyncio.run(world.sweeps(1))
@@ -311,3 +318,22 @@ def test_pending_intents_are_closed_by_this_sweep_under_its_lease(
     assert world.transport.deletes() == []
     assert sqlite_store.audit.pending_intents("nb") == []
     assert sqlite_store.audit.verify().ok
+
+
+def test_an_intent_that_cannot_be_reconciled_yet_does_not_hold_back_the_others(
+    sqlite_store: Store, clock: FrozenClock
+) -> None:
+    world = World.create(sqlite_store, clock)
+    world.apply()
+    first, second = _open_intents(
+        sqlite_store, clock.now(), [("flaky-1", "flaky.ipynb"), ("gone-2", "gone.ipynb")]
+    )
+    world.transport.add(
+        Fault(when=one("GET", "sessions", "flaky-1"), status=500, body={}, times=100)
+    )
+    (report,) = asyncio.run(world.sweeps(1))
+
+    assert report.targets[0].reconciled == 2, "both were looked at"
+    closed = [(r.intent_id, r.outcome) for r in world.events() if r.kind == AuditKind.OUTCOME]
+    assert closed == [(second.id, Outcome.ALREADY_ABSENT)]
+    assert [i.id for i in sqlite_store.audit.pending_intents("nb")] == [first.id]
