@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from janitor.guards import shared_parents
+from dataclasses import replace
+from datetime import timedelta
+
+from janitor.guards import BlastRadius, shared_parents, skew_block
 from janitor.model import Action, Decision, PolicyRef, Verdict
 from tests.factories import session
 
@@ -36,3 +39,26 @@ def test_the_hold_reason_names_the_kernel_and_every_kept_session() -> None:
             "delete would end it for them too"
         )
     }
+
+
+def test_a_target_over_its_limit_blocks_only_enforced_destructive_acts() -> None:
+    """The per-target limit counts enforced deletes: a dry-run preview and a notification
+    still go ahead while it holds back the deletes."""
+    over = BlastRadius(target="over the target's limit")
+    enforced = _act("a", None)
+    assert over.blocks(enforced) == "over the target's limit"
+    assert over.blocks(replace(enforced, dry_run=True)) is None
+    assert over.blocks(replace(enforced, action=Action.NOTIFY)) is None
+    assert BlastRadius().blocks(enforced) is None
+
+
+def test_the_skew_reason_says_which_way_the_clock_is_off() -> None:
+    tolerance = timedelta(minutes=2)
+    assert skew_block(timedelta(hours=3), tolerance) == (
+        "the provider's clock is 3h ahead of janitor's, beyond the tolerance of 2m; "
+        "no action on this target"
+    )
+    assert skew_block(-timedelta(hours=3), tolerance) == (
+        "the provider's clock is 3h behind janitor's, beyond the tolerance of 2m; "
+        "no action on this target"
+    )
