@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from janitor.guards import BlastRadius, shared_parents, skew_block
+from janitor.guards import BlastRadius, population_block, shared_parents, skew_block
 from janitor.model import Action, Decision, PolicyRef, Verdict
 from tests.factories import session
 
@@ -62,3 +62,9 @@ def test_the_skew_reason_says_which_way_the_clock_is_off() -> None:
         "the provider's clock is 3h behind janitor's, beyond the tolerance of 2m; "
         "no action on this target"
     )
+
+
+def test_the_population_guard_starts_at_ten_remembered_sessions() -> None:
+    assert population_block(4, 10, max_drop_percent=50) is not None
+    assert population_block(0, 9, max_drop_percent=50) is None
+    assert population_block(0, 20, max_drop_percent=100) is None
