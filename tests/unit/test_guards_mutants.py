@@ -68,3 +68,11 @@ def test_the_population_guard_starts_at_ten_remembered_sessions() -> None:
     assert population_block(4, 10, max_drop_percent=50) is not None
     assert population_block(0, 9, max_drop_percent=50) is None
     assert population_block(0, 20, max_drop_percent=100) is None
+
+
+def test_the_population_guard_lets_a_drop_of_exactly_the_limit_through() -> None:
+    assert population_block(5, 10, max_drop_percent=50) is None
+    assert population_block(4, 10, max_drop_percent=50) == (
+        "the listing has 4 sessions where janitor remembers 10 (a drop of more than 50%); "
+        "a partial listing is suspected, no action on this target this sweep"
+    )
