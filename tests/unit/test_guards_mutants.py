@@ -5,9 +5,16 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from janitor.guards import BlastRadius, population_block, shared_parents, skew_block
+from janitor.guards import (
+    BlastRadius,
+    Limits,
+    blast_radius,
+    population_block,
+    shared_parents,
+    skew_block,
+)
 from janitor.model import Action, Decision, PolicyRef, Verdict
-from tests.factories import session
+from tests.factories import policy, session
 
 
 def _act(sid: str, parent: str | None) -> Decision:
@@ -76,3 +83,15 @@ def test_the_population_guard_lets_a_drop_of_exactly_the_limit_through() -> None
         "the listing has 4 sessions where janitor remembers 10 (a drop of more than 50%); "
         "a partial listing is suspected, no action on this target this sweep"
     )
+
+
+def test_a_decision_of_an_unknown_policy_does_not_stop_the_per_policy_limits() -> None:
+    """Policies are checked in name order; one missing from the mapping is skipped, and
+    the next one is still held to its limit."""
+    limited = policy(name="bbb", max_actions_per_sweep=1)
+    decisions = [
+        replace(_act(sid, None), policy=PolicyRef(name=name, version=1))
+        for sid, name in (("a", "aaa"), ("b", "bbb"), ("c", "bbb"))
+    ]
+    blast = blast_radius(decisions, {"bbb": limited}, Limits(), population=3)
+    assert set(blast.policies) == {"bbb"}
