@@ -85,3 +85,18 @@ def test_explain_shows_no_evaluation_when_the_memory_holds_a_naive_timestamp() -
     assert decision.code == "malformed"
     assert "first_seen (memory) has no time zone" in decision.reason
     assert evaluations == []
+
+
+def test_the_observations_reason_counts_the_sweeps_still_needed() -> None:
+    d = decide(session(), [policy(min_observations=3)], NOW, None)
+    assert d.verdict is Verdict.WAIT
+    assert d.reason == (
+        "state idle and idle 3h ≥ 2h, matched in 1 of 3 consecutive sweeps needed (policy idle v1)"
+    )
+
+
+def test_a_dry_run_reason_mentions_a_grace_only_when_there_is_one() -> None:
+    plain = decide(session(), [policy(mode="dry-run")], NOW, None)
+    assert plain.reason == "state idle and idle 3h ≥ 2h (policy idle v1)"
+    graced = decide(session(), [policy(mode="dry-run", grace="30m")], NOW, None)
+    assert graced.reason == "state idle and idle 3h ≥ 2h, after a grace of 30m (policy idle v1)"
