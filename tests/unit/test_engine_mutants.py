@@ -100,3 +100,35 @@ def test_a_dry_run_reason_mentions_a_grace_only_when_there_is_one() -> None:
     assert plain.reason == "state idle and idle 3h ≥ 2h (policy idle v1)"
     graced = decide(session(), [policy(mode="dry-run", grace="30m")], NOW, None)
     assert graced.reason == "state idle and idle 3h ≥ 2h, after a grace of 30m (policy idle v1)"
+
+
+END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+def test_a_grace_ending_past_the_calendar_is_named_from_the_warning() -> None:
+    warned = END_OF_TIME - timedelta(minutes=59, seconds=59, microseconds=999999)
+    now = warned + timedelta(minutes=30)
+    d = decide(
+        session(last_activity=now - timedelta(hours=3)),
+        [policy(grace="2h")],
+        now,
+        history(mark=_warned("idle", warned)),
+    )
+    assert d.verdict is Verdict.WAIT
+    assert d.reason.endswith(
+        "; warned, in grace for 2h after the warning at 9999-12-31 23:00 UTC (policy idle v1)"
+    )
+
+
+@pytest.mark.usefixtures("host_zone_kolkata")
+def test_the_end_of_a_grace_is_computed_in_utc_even_near_the_end_of_the_calendar() -> None:
+    """In the host's zone (UTC+05:30) the warning would already lie past year 9999."""
+    warned = END_OF_TIME - timedelta(hours=3)
+    now = warned + timedelta(minutes=30)
+    d = decide(
+        session(last_activity=now - timedelta(hours=3)),
+        [policy(grace="1h")],
+        now,
+        history(mark=_warned("idle", warned)),
+    )
+    assert d.reason.endswith("; warned, in grace until 9999-12-31 21:59:59 UTC (policy idle v1)")
