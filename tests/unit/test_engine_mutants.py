@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from janitor.model import Action, Mark, Verdict
+from janitor.model import Action, Mark, PolicyRef, Verdict
 from janitor.policy.engine import decide, explain
 from tests.factories import NOW, history, policy, session
 
@@ -132,3 +132,26 @@ def test_the_end_of_a_grace_is_computed_in_utc_even_near_the_end_of_the_calendar
         history(mark=_warned("idle", warned)),
     )
     assert d.reason.endswith("; warned, in grace until 9999-12-31 21:59:59 UTC (policy idle v1)")
+
+
+def test_an_untrusted_record_lists_every_reason() -> None:
+    d = decide(session(anomalies=("one problem", "another")), [policy()], NOW, None)
+    assert d.reason == "record not trusted: one problem; another"
+
+
+def test_no_policy_for_the_target_is_said_plainly() -> None:
+    d = decide(session(), [policy(enabled=False)], NOW, None)
+    assert (d.verdict, d.code, d.reason) == (
+        Verdict.SKIP,
+        "no_policy",
+        "no enabled policy applies to this target",
+    )
+
+
+def test_an_exempt_session_names_the_policy_that_exempts_it() -> None:
+    d = decide(session(), [policy(version=4, exempt={"name": "analysis*"})], NOW, None)
+    assert (d.verdict, d.code, d.policy) == (
+        Verdict.SKIP,
+        "exempt",
+        PolicyRef(name="idle", version=4),
+    )
