@@ -155,3 +155,14 @@ def test_an_exempt_session_names_the_policy_that_exempts_it() -> None:
         "exempt",
         PolicyRef(name="idle", version=4),
     )
+
+
+def test_no_match_shows_the_first_three_misses() -> None:
+    young = session(last_activity=NOW - timedelta(minutes=30))
+    names = ("a", "b", "c", "d")
+    d = decide(young, [policy(name=n) for n in names], NOW, None)
+    assert d.reason == (
+        "no policy matched (a: idle 30m < 2h; b: idle 30m < 2h; c: idle 30m < 2h; …)"
+    )
+    d = decide(young, [policy(name=n) for n in names[:3]], NOW, None)
+    assert d.reason == ("no policy matched (a: idle 30m < 2h; b: idle 30m < 2h; c: idle 30m < 2h)")
