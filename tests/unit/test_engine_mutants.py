@@ -166,3 +166,26 @@ def test_no_match_shows_the_first_three_misses() -> None:
     )
     d = decide(young, [policy(name=n) for n in names[:3]], NOW, None)
     assert d.reason == ("no policy matched (a: idle 30m < 2h; b: idle 30m < 2h; c: idle 30m < 2h)")
+
+
+def test_every_naive_timestamp_is_named_in_the_reason() -> None:
+    naive = datetime(2026, 11, 22, 9, 0)  # noqa: DTZ001 (the point)
+    remembered = history(
+        first_seen=naive,
+        state_since=naive,
+        mark=Mark(policy="idle", marked_at=naive, warned_at=naive),
+    )
+    record = session(last_activity=naive, created_at=naive, state_since=naive)
+    d = decide(record, [policy()], NOW, remembered)
+    fields = (
+        "last_activity",
+        "created_at",
+        "state_since",
+        "first_seen (memory)",
+        "state_since (memory)",
+        "marked_at (memory)",
+        "warned_at (memory)",
+    )
+    assert d.reason == "record not trusted: " + "; ".join(
+        f"{name} has no time zone: '2026-11-22T09:00:00'" for name in fields
+    )
