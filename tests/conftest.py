@@ -45,6 +45,8 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# `make test-quick` and `make mutants` (docs/mutation-testing.md, once per mutant): fewer,
+# still derandomized examples, so a mutant's verdict does not depend on the run.
 settings.register_profile(
     "quick",
     derandomize=True,
