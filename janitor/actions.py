@@ -26,6 +26,7 @@ are closed by :mod:`janitor.reconcile` before the target's next sweep acts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -329,11 +330,13 @@ async def close(
     if gone:
         run.memory.pop(decision.session.id, None)
     _log_outcome(run, decision, action, outcome, reason)
-    try:
-        if run.lease is not None:
-            # A call longer than the lease's TTL let it expire: renew it (only while nobody
-            # took it over, so the token is unchanged) rather than lose the outcome.
+    if run.lease is not None:
+        # A call longer than the lease's TTL let it expire: renew it (only while nobody took
+        # it over, so the token is unchanged) rather than lose the outcome. If the database
+        # cannot renew it now, the write below is still tried: its fence check decides.
+        with contextlib.suppress(StoreError):
             await run.lease.ensure()
+    try:
         await db(run.rt.store.audit.append, [event], fence=run.fence)
     except LeaseLost as exc:
         log.warning(
