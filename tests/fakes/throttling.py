@@ -20,7 +20,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 Style = Literal["429", "glue", "huawei"]
 
@@ -84,7 +84,7 @@ class ThrottlingServer:
         self.httpd.server_close()
         self.thread.join()
 
-    def __enter__(self) -> ThrottlingServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
