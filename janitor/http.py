@@ -270,8 +270,7 @@ class RateLimiter:
         if rate != self._rate:
             self._refill(time.monotonic())  # the tokens earned so far, at the old rate
             self._rate = rate
-            self._capacity = self._capacity_at(rate)
-            self._tokens = min(self._tokens, self._capacity)
+            self._capacity = self._capacity_at(rate)  # the next refill trims the tokens to it
             metrics.REQUEST_BUDGET.labels(self._target).set(rate)
 
     @property
