@@ -10,6 +10,7 @@ use real time only for short waits, and their tests check order and counts.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,7 +252,10 @@ def test_an_urgent_request_still_goes_ahead_with_an_adaptive_budget() -> None:
 # --- TargetHttp: which answers reach the budget ----------------------------------------------
 
 
-def answer(status: int, body: dict[str, Any] | None = None, **headers: str) -> httpx.Response:
+def answer(
+    status: int, body: dict[str, Any] | None = None, *, retry_after: str | None = None
+) -> httpx.Response:
+    headers = {"Retry-After": retry_after} if retry_after else {}
     return httpx.Response(status, json=body or {}, headers=headers)
 
 
@@ -317,16 +321,16 @@ def test_a_throttling_answer_of_any_error_model_halves_the_rate(
 
 
 def test_a_retry_after_still_holds_the_target_and_the_rate_halves() -> None:
-    http = http_of("aimd-unit-hold", [answer(429, **{"Retry-After": "30"})], START)
+    http = http_of("aimd-unit-hold", [answer(429, retry_after="30")], START)
     assert send(http, 1) == [Throttled.__name__]
     assert http.limiter.rate == 25.0
-    assert http.limiter.held_until > 0
+    assert http.limiter.held_until >= time.monotonic() + 20, "held for the 30 s it asked"
 
 
 @pytest.mark.parametrize(
     ("reply", "error"),
     [
-        (answer(503, **{"Retry-After": "1"}), ProviderUnavailable),
+        (answer(503, retry_after="1"), ProviderUnavailable),
         (answer(500), ProviderUnavailable),
         (answer(401), AuthFailed),
     ],
