@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,7 +26,10 @@ from janitor.errors import Throttled
 from janitor.http import TargetHttp
 from janitor.http_errors import AWS_JSON, HUAWEI, STATUS, ErrorModel
 from janitor.metrics import REGISTRY
+from janitor.sim.jupyter import Response
 from janitor.targets import AdaptiveRate
+from tests.conftest import invoke
+from tests.fakes.served import Hook, HookedSim
 from tests.fakes.throttling import Style, ThrottlingServer
 
 CAPACITY = 30.0  # requests per second the fake provider serves (a loaded CI machine can send ~3x)
@@ -168,3 +172,35 @@ def test_a_provider_whose_capacity_drops_is_followed_down(server: ThrottlingServ
     )
     assert max(run.rates[:120]) >= 0.8 * CAPACITY, "near the first capacity"
     assert_near(run.tail(0.3), lower)
+
+
+def test_a_sweep_halves_an_auto_target_and_leaves_a_fixed_one(tmp_path: Path) -> None:
+    """End to end: the TOML keys reach the provider's client, and the gauge follows."""
+    sims = {name: HookedSim(token="t") for name in ("aimd-e2e-auto", "aimd-e2e-fixed")}
+    servers = {name: sim.serve() for name, sim in sims.items()}
+    try:
+        for sim in sims.values():
+            sim.hook(  # the gateway throttles the first request of the sweep
+                Hook(when=lambda method, _: method == "GET", answer=lambda _: Response(429))
+            )
+        config = tmp_path / "janitor.toml"
+        config.write_text(
+            f'database_url = "sqlite:///{tmp_path / "j.db"}"\n'
+            + "".join(
+                f'[[targets]]\nname = "{name}"\nprovider = "jupyter"\n'
+                f'base_url = "{servers[name].url}/"\ntoken = "t"\n{rate}\n'
+                for name, rate in (
+                    ("aimd-e2e-auto", 'requests_per_second = "auto"\nmax_requests_per_second = 50'),
+                    ("aimd-e2e-fixed", "requests_per_second = 10"),
+                )
+            ),
+            encoding="utf-8",
+        )
+        result = invoke("-c", str(config), "sweep", "--dry-run")
+    finally:
+        for server in servers.values():
+            server.stop()
+    assert result.exit_code == 0, result.output
+    assert all(hook.hits == 1 for sim in sims.values() for hook in sim.hooks), "both throttled"
+    assert gauge("aimd-e2e-auto") == 5.0, "10, halved once; a sweep's few requests never waited"
+    assert gauge("aimd-e2e-fixed") == 10.0
