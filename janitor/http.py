@@ -242,7 +242,8 @@ class RateLimiter:
         self._lock = asyncio.Lock()
         self._urgent_lock = asyncio.Lock()
         self._urgent = 0
-        metrics.REQUEST_BUDGET.labels(target).set(self._rate)
+        self._gauge = metrics.REQUEST_BUDGET.labels(target)
+        self._gauge.set(self._rate)
 
     @property
     def rate(self) -> float:
@@ -271,7 +272,7 @@ class RateLimiter:
             self._refill(time.monotonic())  # the tokens earned so far, at the old rate
             self._rate = rate
             self._capacity = self._capacity_at(rate)  # the next refill trims the tokens to it
-            metrics.REQUEST_BUDGET.labels(self._target).set(rate)
+            self._gauge.set(rate)
 
     @property
     def held_until(self) -> float:
