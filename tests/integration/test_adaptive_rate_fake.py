@@ -158,7 +158,7 @@ def test_a_fixed_rate_never_changes_even_when_throttled(server: ThrottlingServer
     target = "aimd-fixed"
     run = drive(client(server, fixed, target), answers=100)
     assert set(run.rates) == {fixed}
-    assert share(run.throttled) >= 0.3, "it was throttled, and kept its rate"
+    assert server.throttled >= 10, "it was throttled, and kept its rate"
     assert gauge(target) == fixed
 
 
