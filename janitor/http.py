@@ -41,6 +41,13 @@ concurrency slot, the request budget and any ``Retry-After`` hold (checked insid
 so requests queued for a slot honour a hold set meanwhile), then the send. Destructive calls
 take the budget ahead of waiting reads, which keeps the gap between a session's re-check and
 its DELETE to one token interval at most (the race window of reliability target T8).
+
+The request budget is fixed (``requests_per_second = 10``, the default) or adaptive
+(``"auto"``, :class:`AimdRate`): then every answer is reported back to the budget, a
+``THROTTLED`` one halves the rate, and answers the provider processed make it grow. Server
+errors (a 503 included, with or without ``Retry-After``), auth failures and transport errors
+leave it as it is: they say nothing about the rate. ``janitor_request_budget_per_second{target}``
+is the rate in force, fixed or adaptive.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +76,7 @@ from janitor.errors import (
     Throttled,
 )
 from janitor.http_errors import STATUS, ErrorInfo, ErrorKind, ErrorModel
+from janitor.targets import AdaptiveRate
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +165,63 @@ class StripTraceHeaders(httpx.Auth):
                 return
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What the budget knew when it let one request go: its rate window, and whether it waited.
+
+    Handed back with the answer (:meth:`RateLimiter.answered`), so an adaptive budget can tell
+    an answer to a request sent at the current rate from one already in flight at an older one.
+    """
+
+    window: int
+    waited: bool
+
+
+class AimdRate:
+    """Additive increase, multiplicative decrease of a request rate (pure: no clock, no I/O).
+
+    The rate starts at ``budget.start``, and each answer moves it by these rules, in order:
+
+    1. An answer to a request sent in an earlier *window* changes nothing. A window begins at
+       each decrease, so the throttled answers to a burst already in flight at the old rate
+       halve the rate once, not once each (TCP's one decrease per round trip).
+    2. A throttling answer halves the rate, never below ``budget.floor``, and begins a window.
+    3. Another answer the provider processed, to a request that waited for the budget, adds
+       ``budget.increase / rate``, never above ``budget.ceiling``: about ``increase``
+       requests/s more per second while the budget is used fully, whatever the rate (TCP's
+       congestion avoidance: +1 per round trip, not +1 per answer, which would grow
+       exponentially).
+    4. An answer to a request that did not wait changes nothing: the budget was not what held
+       the target back (it was idle or bound by its concurrency), so a rate it never tried is
+       not earned (RFC 7661's rule for an application-limited sender).
+
+    Server errors, auth failures and transport errors are not answers here: the caller does not
+    report them.
+    """
+
+    def __init__(self, budget: AdaptiveRate) -> None:
+        self._budget = budget
+        self.rate = budget.start
+        self.window = 0
+
+    def answered(self, ticket: Ticket, *, throttled: bool) -> float:
+        """Apply one answer's rules and return the rate now in force."""
+        if ticket.window != self.window:
+            return self.rate
+        if throttled:
+            self.rate = max(self._budget.floor, self.rate / 2)
+            self.window += 1
+        elif ticket.waited:
+            self.rate = min(self._budget.ceiling, self.rate + self._budget.increase / self.rate)
+        return self.rate
+
+
 class RateLimiter:
     """A token bucket of ``rate`` requests per second (``burst`` at once), plus a hold.
+
+    ``rate`` is fixed (a number) or adaptive (an :class:`~janitor.targets.AdaptiveRate`, run by
+    :class:`AimdRate` from the answers reported to :meth:`answered`); without a ``burst``, the
+    bucket holds one second of the rate in force (at least one request).
 
     ``hold(seconds)`` (a Retry-After) makes every request wait until it has passed. Ordinary
     requests take tokens in arrival order. ``urgent`` requests (a destructive call right
@@ -166,16 +230,49 @@ class RateLimiter:
     the rate still holds for all requests together.
     """
 
-    def __init__(self, target: str, rate: float, burst: float | None = None) -> None:
+    def __init__(self, target: str, rate: float | AdaptiveRate, burst: float | None = None) -> None:
         self._target = target
-        self._rate = rate
-        self._capacity = burst if burst is not None else max(1.0, rate)
+        self._aimd = AimdRate(rate) if isinstance(rate, AdaptiveRate) else None
+        self._burst = burst
+        self._rate = rate.start if isinstance(rate, AdaptiveRate) else rate
+        self._capacity = self._capacity_at(self._rate)
         self._tokens = self._capacity
         self._updated = time.monotonic()
         self._hold_until = 0.0
         self._lock = asyncio.Lock()
         self._urgent_lock = asyncio.Lock()
         self._urgent = 0
+        self._gauge = metrics.REQUEST_BUDGET.labels(target)
+        self._gauge.set(self._rate)
+
+    @property
+    def rate(self) -> float:
+        """Requests per second allowed now: the fixed rate, or the adaptive one in force."""
+        return self._rate
+
+    @property
+    def adaptive(self) -> bool:
+        """True for ``requests_per_second = "auto"``."""
+        return self._aimd is not None
+
+    def _capacity_at(self, rate: float) -> float:
+        return self._burst if self._burst is not None else max(1.0, rate)
+
+    def answered(self, ticket: Ticket, *, throttled: bool) -> None:
+        """Report the provider's answer to a request let go with ``ticket``.
+
+        ``throttled``: the answer said "slow down" (429, a throttling code). Report only
+        answers that say something about the rate: not server errors, auth failures or
+        transport errors. A fixed budget ignores every report.
+        """
+        if self._aimd is None:
+            return
+        rate = self._aimd.answered(ticket, throttled=throttled)
+        if rate != self._rate:
+            self._refill(time.monotonic())  # the tokens earned so far, at the old rate
+            self._rate = rate
+            self._capacity = self._capacity_at(rate)  # the next refill trims the tokens to it
+            self._gauge.set(rate)
 
     @property
     def held_until(self) -> float:
@@ -186,8 +283,11 @@ class RateLimiter:
         """Make every request wait at least ``seconds`` from now (a Retry-After)."""
         self._hold_until = max(self._hold_until, time.monotonic() + seconds)
 
-    async def acquire(self, *, urgent: bool = False) -> None:
-        """Wait for a token and for any hold; ``urgent`` goes ahead of ordinary requests."""
+    async def acquire(self, *, urgent: bool = False) -> Ticket:
+        """Wait for a token and for any hold; ``urgent`` goes ahead of ordinary requests.
+
+        Returns the request's :class:`Ticket`, to report its answer with (:meth:`answered`).
+        """
         if urgent:
             self._urgent += 1
             try:
@@ -201,6 +301,7 @@ class RateLimiter:
         if waited:
             metrics.RATE_LIMIT_WAITS.labels(self._target).inc()
             metrics.RATE_LIMIT_WAIT_SECONDS.labels(self._target).inc(waited)
+        return Ticket(self._aimd.window if self._aimd is not None else 0, waited > 0)
 
     async def _wait(self, *, defer: bool) -> float:
         waited = 0.0
@@ -221,8 +322,7 @@ class RateLimiter:
         With ``dry``, only say how long (0.0: one is free now) and take nothing.
         """
         now = time.monotonic()
-        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
-        self._updated = now
+        self._refill(now)
         if self._hold_until > now:
             return self._hold_until - now
         if self._tokens >= 1:
@@ -230,6 +330,10 @@ class RateLimiter:
                 self._tokens -= 1
             return 0.0
         return (1 - self._tokens) / self._rate
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
 
 
 class CircuitBreaker:
@@ -335,7 +439,7 @@ class TargetHttp:
         target: str,
         client: httpx.AsyncClient,
         concurrency: int,
-        rate: float,
+        rate: float | AdaptiveRate,
         read_attempts: int = 4,
         write_attempts: int = 3,
         retry_timeout: float = 60.0,
@@ -409,7 +513,7 @@ class TargetHttp:
         # The budget and any Retry-After hold are checked right before sending, inside the
         # concurrency slot, so a request queued behind a 429 waits for the hold too.
         async with self._slots:
-            await self.limiter.acquire(urgent=write)
+            ticket = await self.limiter.acquire(urgent=write)
             self.breaker.check()
             try:
                 response = await self.client.request(method, url, **kw)
@@ -419,7 +523,7 @@ class TargetHttp:
                 raise self._transport_error(exc, where, write) from exc
         self._count(method, str(response.status_code))
         self._note_date(response)
-        return self._classify(response, where, write)
+        return self._classify(response, where, write, ticket)
 
     def _transport_error(self, exc: httpx.HTTPError, where: str, write: bool) -> ProviderError:
         kind = type(exc).__name__
@@ -429,8 +533,12 @@ class TargetHttp:
             return OutcomeUnknown(f"{where}: {kind} after sending", target=self.target)
         return ProviderUnavailable(f"{where}: {kind}", target=self.target)
 
-    def _classify(self, response: httpx.Response, where: str, write: bool) -> httpx.Response:
+    def _classify(
+        self, response: httpx.Response, where: str, write: bool, ticket: Ticket
+    ) -> httpx.Response:
         info = self.errors.read(response)
+        if info.kind not in (ErrorKind.SERVER, ErrorKind.AUTH):
+            self.limiter.answered(ticket, throttled=info.kind is ErrorKind.THROTTLED)
         if info.kind is None:
             self.breaker.record(True)
             return response
@@ -530,7 +638,7 @@ def make_target_http(
     auth: httpx.Auth | None,
     timeout: timedelta,
     concurrency: int,
-    rate: float,
+    rate: float | AdaptiveRate,
     transport: httpx.AsyncBaseTransport | None = None,
     headers: Mapping[str, str] | None = None,
     event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
@@ -538,7 +646,8 @@ def make_target_http(
 ) -> TargetHttp:
     """Build a target's client: explicit timeouts everywhere, bounded pool, no redirects.
 
-    ``errors`` is the provider family's error model (:mod:`janitor.http_errors`).
+    ``errors`` is the provider family's error model (:mod:`janitor.http_errors`); ``rate`` is
+    the target's ``requests_per_second``: a fixed number or an adaptive budget.
     """
     seconds = timeout.total_seconds()
     client = httpx.AsyncClient(

@@ -73,6 +73,13 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
     ["target"],
     registry=REGISTRY,
 )
+REQUEST_BUDGET = Gauge(
+    "janitor_request_budget_per_second",
+    "Requests per second the target's request budget allows now: its fixed "
+    'requests_per_second, or the adaptive rate of requests_per_second = "auto"',
+    ["target"],
+    registry=REGISTRY,
+)
 BLAST_RADIUS_BLOCKS = Counter(
     "janitor_blast_radius_blocks",
     "Policies or targets blocked by a blast-radius limit (scope: policy or target)",

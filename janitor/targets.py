@@ -15,11 +15,18 @@ Every model follows the same rules:
    keys for its parameters (:class:`AuthScheme`): the keys the scheme needs must be given, keys
    of another scheme must not be.
 5. Error messages name the key and never echo a value that could be secret.
+
+The request budget (``requests_per_second``) is a number (a fixed rate, the default) or
+``"auto"``: an adaptive rate between ``min_requests_per_second`` and
+``max_requests_per_second`` (:class:`AdaptiveRate`; the controller is
+:class:`janitor.http.AimdRate`). The two bounds belong to ``"auto"`` and are refused with a
+fixed rate.
 """
 
 from __future__ import annotations
 
 import configparser
+import difflib
 import os
 import re
 import zoneinfo
@@ -36,6 +43,8 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -78,6 +87,84 @@ def _check_workspaces(value: list[str]) -> list[str]:
 Workspaces = Annotated[list[str], AfterValidator(_check_workspaces)]
 
 
+#: The request budget of a target without ``requests_per_second``, and where ``"auto"`` starts.
+DEFAULT_RATE = 10.0
+#: ``"auto"``'s bounds when ``min_requests_per_second`` / ``max_requests_per_second`` are not given.
+DEFAULT_MIN_RATE = 1.0
+DEFAULT_MAX_RATE = 100.0
+AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdaptiveRate:
+    """``requests_per_second = "auto"``: an AIMD request budget and its bounds (requests/s).
+
+    Attributes:
+        start: the rate before the provider has answered anything: ``DEFAULT_RATE`` brought
+            within ``[floor, ceiling]``.
+        floor: never below this (``min_requests_per_second``).
+        ceiling: never above this (``max_requests_per_second``).
+        increase: requests/s added per second of fully used budget (not a config key).
+    """
+
+    start: float
+    floor: float
+    ceiling: float
+    increase: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.floor <= self.start <= self.ceiling or self.increase <= 0:
+            raise ValueError(f"inconsistent adaptive rate {self!r}")
+
+    def __str__(self) -> str:
+        """``auto``, as configured."""
+        return AUTO
+
+
+def adaptive_rate(floor: float | None, ceiling: float | None) -> AdaptiveRate:
+    """The ``"auto"`` budget for the configured bounds (None: the default bound).
+
+    Raises:
+        ValueError: the floor is above the ceiling.
+    """
+    top = DEFAULT_MAX_RATE if ceiling is None else ceiling
+    bottom = min(DEFAULT_MIN_RATE, top) if floor is None else floor
+    if bottom > top:
+        raise ValueError(f"the floor {bottom:g} is above the ceiling {top:g}")
+    return AdaptiveRate(start=min(max(DEFAULT_RATE, bottom), top), floor=bottom, ceiling=top)
+
+
+def _parse_rate(value: Any, info: ValidationInfo) -> float | AdaptiveRate:
+    """``requests_per_second``: a number above 0, or ``"auto"`` (bounds from the keys before)."""
+    if isinstance(value, AdaptiveRate):
+        return value
+    if value == AUTO:
+        try:
+            return adaptive_rate(
+                info.data.get("min_requests_per_second"), info.data.get("max_requests_per_second")
+            )
+        except ValueError:
+            return AdaptiveRate(start=1.0, floor=1.0, ceiling=1.0)  # _check_rate_bounds says why
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        # ValueError, not TypeError: pydantic reports only ValueError as a validation error
+        raise ValueError(f'expected a number of requests per second or "{AUTO}"')  # noqa: TRY004
+    try:
+        rate = float(value)
+    except ValueError:
+        raise ValueError(_not_a_rate(str(value))) from None
+    if not rate > 0:  # also NaN
+        raise ValueError(f'must be more than 0 requests per second, or "{AUTO}"')
+    return rate
+
+
+def _not_a_rate(text: str) -> str:
+    message = f'{text!r} is not a rate: write a number of requests per second or "{AUTO}"'
+    close = text.strip().lower() == AUTO or difflib.get_close_matches(
+        text.lower(), [AUTO], n=1, cutoff=0.6
+    )
+    return message + (f' (did you mean "{AUTO}"?)' if close else "")
+
+
 @dataclass(frozen=True, slots=True)
 class AuthScheme:
     """The flat keys one value of ``auth`` needs (``required``) or accepts (``optional``)."""
@@ -103,7 +190,10 @@ class TargetConfig(BaseModel):
     provider: str
     max_actions_per_sweep: int | None = Field(default=None, ge=0)
     max_actions_percent: float | None = Field(default=None, gt=0, le=100)
-    requests_per_second: float = Field(default=10.0, gt=0)
+    #: ``"auto"``'s bounds; they come before ``requests_per_second``, whose validator reads them.
+    min_requests_per_second: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_requests_per_second: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    requests_per_second: float | AdaptiveRate = DEFAULT_RATE
     max_concurrency: int = Field(default=4, ge=1, le=64)
     timeout: Duration = timedelta(seconds=30)
     skew_tolerance: Duration = timedelta(minutes=2)
@@ -117,6 +207,46 @@ class TargetConfig(BaseModel):
         if value is not None and value <= timedelta(0):
             raise ValueError("must be longer than 0s")
         return value
+
+    @field_validator("requests_per_second", mode="plain")
+    @classmethod
+    def _check_rate(cls, value: Any, info: ValidationInfo) -> float | AdaptiveRate:
+        return _parse_rate(value, info)
+
+    @field_serializer("requests_per_second")
+    def _dump_rate(self, value: float | AdaptiveRate) -> float | str:
+        return AUTO if isinstance(value, AdaptiveRate) else value
+
+    @model_validator(mode="after")
+    def _check_rate_bounds(self) -> TargetConfig:
+        """The bounds belong to ``"auto"``, and the floor may not be above the ceiling."""
+        errors: list[InitErrorDetails] = []
+        low, high = self.min_requests_per_second, self.max_requests_per_second
+        if isinstance(self.requests_per_second, AdaptiveRate):
+            if low is not None and high is not None and low > high:
+                message = f"is below min_requests_per_second ({low:g})"
+                errors.append(_key_error("max_requests_per_second", "rate_bounds", message))
+            elif low is not None and high is None and low > DEFAULT_MAX_RATE:
+                message = (
+                    f"is above the default max_requests_per_second ({DEFAULT_MAX_RATE:g}): "
+                    "set that too"
+                )
+                errors.append(_key_error("min_requests_per_second", "rate_bounds", message))
+        else:
+            fixed = "a fixed" if "requests_per_second" in self.model_fields_set else "the default"
+            errors += [
+                _key_error(
+                    key,
+                    "rate_bound_without_auto",
+                    f'applies only with requests_per_second = "{AUTO}" (here the rate is '
+                    f"{fixed} {self.requests_per_second:g}): remove it, or make the rate adaptive",
+                )
+                for key in ("min_requests_per_second", "max_requests_per_second")
+                if getattr(self, key) is not None
+            ]
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
     @model_validator(mode="before")
     @classmethod
