@@ -99,7 +99,7 @@ from janitor.model import Action, InvalidRecord, Listing, Session, State
 from janitor.providers import paging
 from janitor.providers.base import ProviderBase, Receipt
 from janitor.providers.kit import ActionSpec, ParentRelation, allowed_actions
-from janitor.targets import EssConfig, TargetConfig
+from janitor.targets import AdaptiveRate, EssConfig, TargetConfig
 from janitor.timestamps import parse_iso
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ class EssProvider(ProviderBase):
                     auth=None,
                     timeout=config.timeout,
                     concurrency=1,
-                    rate=config.requests_per_second,
+                    rate=_token_rate(config.requests_per_second),
                     transport=http_kw.get("transport"),
                 ),
                 target=config.name,
@@ -639,3 +639,9 @@ def _short_name(definition: str | None) -> str | None:
 def _show(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _token_rate(rate: float | AdaptiveRate) -> float:
+    """The token endpoint's fixed rate: an adaptive budget belongs to the ESS API alone (the
+    token client shares the target's label, and its answers must not move the API's gauge)."""
+    return rate.start if isinstance(rate, AdaptiveRate) else rate

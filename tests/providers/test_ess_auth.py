@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
+from janitor.auth.oauth2 import ClientCredentials
 from janitor.clock import FrozenClock
 from janitor.errors import AuthFailed
 from janitor.model import Session, State
@@ -290,3 +291,17 @@ def test_a_token_response_that_is_not_a_bearer_token_is_an_auth_failure(
     server.faults.append(Fault(op="token", status=200, body=body))
     with pytest.raises(AuthFailed, match="token request"):
         run(ess, lambda p: p.list_sessions())
+
+
+def test_an_auto_budget_belongs_to_the_api_and_the_token_endpoint_keeps_a_fixed_rate(
+    server: EssServer, clock: FrozenClock, tmp_path: Path
+) -> None:
+    ess, _ = provider(server, clock, tmp_path, auth="oauth2", requests_per_second="auto")
+    token_client = ess._token
+    assert isinstance(token_client, ClientCredentials)
+    assert ess.http.limiter.adaptive, "the ESS API adapts its rate"
+    assert not token_client._http.limiter.adaptive, (
+        "the token endpoint shares the target's gauge label: an adaptive limiter there would "
+        "overwrite the API's rate in janitor_request_budget_per_second"
+    )
+    run(ess, lambda p: p.get_session(stub(next(iter(server.requests)))))
