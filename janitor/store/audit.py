@@ -22,17 +22,35 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session, aliased
 
-from janitor.errors import LeaseLost
+from janitor.errors import LeaseLost, StoreError
 from janitor.model import OPEN_OUTCOMES, Action, AuditEvent, AuditKind, Outcome
 from janitor.store.db import Database, advisory_xact_lock
+from janitor.store.group_commit import GroupCommit, Pending
 from janitor.store.tables import AuditRow, LeaseRow
 
 GENESIS = "0" * 64
 _UNHASHED = {"id", "hash"}
 HASHED_FIELDS = tuple(f.name for f in fields(AuditEvent) if f.name not in _UNHASHED)
+
+#: The most rows one group commit writes in one transaction (a single larger append, such as
+#: a first sweep's decision rows, still goes in one transaction of its own).
+MAX_BATCH_ROWS = 1000
+
+AuditTable: Table = AuditRow.__table__  # type: ignore[assignment]  # Core inserts, no ORM
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +60,14 @@ class Fence:
     lease: str
     holder: str
     token: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendRequest:
+    """One caller's append: its events, written together, under its fence (if any)."""
+
+    events: tuple[AuditEvent, ...]
+    fence: Fence | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,12 +236,32 @@ def compute_hash(event: AuditEvent) -> str:
     return hashlib.sha256(canonical(event)).hexdigest()
 
 
-def _to_row(event: AuditEvent) -> AuditRow:
+def _columns(event: AuditEvent) -> dict[str, Any]:
+    """A chained event as the column values of its row (without ``id``)."""
     values = {name: getattr(event, name) for name in HASHED_FIELDS}
     values["kind"] = str(event.kind)
     values["action"] = str(event.action) if event.action else None
     values["outcome"] = str(event.outcome) if event.outcome else None
-    return AuditRow(**values, hash=event.hash)
+    values["hash"] = event.hash
+    return values
+
+
+def _shared(exc: StoreError) -> StoreError:
+    """A failure of the transaction a request shared, as that request's own exception."""
+    error = StoreError(str(exc))
+    error.__cause__ = exc
+    return error
+
+
+def _chain(events: Sequence[AuditEvent], prev: str) -> list[AuditEvent]:
+    """``events`` linked after the row whose hash is ``prev``, each with its own hash."""
+    chained = []
+    for event in events:
+        linked = replace(event, prev_hash=prev, hash=None, at=event.at.astimezone(UTC))
+        linked = replace(linked, hash=compute_hash(linked))
+        chained.append(linked)
+        prev = linked.hash or GENESIS
+    return chained
 
 
 def to_event(row: AuditRow) -> AuditEvent:
@@ -256,42 +302,150 @@ def check_fence(tx: Session, fence: Fence, *, dialect: str) -> None:
 class AuditLog:
     """Appends to, lists and verifies the audit chain."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, max_batch_rows: int = MAX_BATCH_ROWS) -> None:
         self.db = db
+        self._group: GroupCommit[AppendRequest, list[AuditEvent]] = GroupCommit(
+            self._commit, max_rows=max_batch_rows
+        )
 
     def append(
         self, events: Sequence[AuditEvent], *, fence: Fence | None = None
     ) -> list[AuditEvent]:
         """Append events in one transaction; return them with ids and hashes.
 
+        Appends from other threads that arrive while a transaction is being written share the
+        next one (group commit, ADR 0014): each request's fence is still checked on its own,
+        its rows stay together in the chain, and this returns only once the transaction that
+        holds them has committed.
+
         Raises:
-            LeaseLost: ``fence`` is given and the lease is no longer held with that token.
-            StoreError: the database failed; nothing was written.
+            LeaseLost: ``fence`` is given and the lease is no longer held with that token;
+                nothing of these events was written.
+            StoreError: the database failed; nothing of these events (nor of any request
+                that shared their transaction) was written.
         """
         if not events:
             return []
-        with self.db.transaction() as tx:
-            return self.append_in(tx, events, fence=fence)
+        return self._group.submit(AppendRequest(events=tuple(events), fence=fence), len(events))
 
     def append_in(
         self, tx: Session, events: Sequence[AuditEvent], *, fence: Fence | None = None
     ) -> list[AuditEvent]:
         """Append within the caller's transaction (policy changes commit with their rows)."""
+        [written] = self._write(tx, [AppendRequest(events=tuple(events), fence=fence)])
+        if isinstance(written, BaseException):
+            raise written
+        return written
+
+    def _commit(self, batch: Sequence[Pending[AppendRequest, list[AuditEvent]]]) -> None:
+        """Write a batch of appends in one transaction, then settle each request."""
+        try:
+            with self.db.transaction() as tx:
+                written = self._write(tx, [pending.item for pending in batch])
+        except StoreError as exc:
+            for pending in batch:
+                pending.fail(_shared(exc))
+            return
+        for pending, result in zip(batch, written, strict=True):
+            if isinstance(result, BaseException):
+                pending.fail(result)
+            else:
+                pending.resolve(result)
+
+    def _write(
+        self, tx: Session, requests: Sequence[AppendRequest]
+    ) -> list[list[AuditEvent] | BaseException]:
+        """Append every request whose fence holds, in order, within ``tx``.
+
+        Under the chain lock: each request's fence is checked (LeaseLost for that request
+        only), the head is read once, the rows are chained and hashed in request order and
+        inserted with one executemany. Returns, per request, its stored rows or its error.
+        """
         self._lock(tx)
-        if fence is not None:
-            self._check_fence(tx, fence)
-        prev = tx.scalar(select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1))
-        prev = prev or GENESIS
-        stored = []
-        for event in events:
-            chained = replace(event, prev_hash=prev, hash=None, at=event.at.astimezone(UTC))
-            chained = replace(chained, hash=compute_hash(chained))
-            row = _to_row(chained)
-            tx.add(row)
-            tx.flush()
-            stored.append(replace(chained, id=row.id))
-            prev = chained.hash or GENESIS
+        results = self._fence_errors(tx, requests)
+        head_id, prev = self._head(tx)
+        chained: list[AuditEvent] = []
+        owners: list[int] = []
+        for index, request in enumerate(requests):
+            if results[index] is not None:
+                continue
+            try:
+                rows = _chain(request.events, prev)
+            except Exception as exc:  # noqa: BLE001 (a row that cannot be hashed fails its request only)
+                results[index] = exc
+                continue
+            chained += rows
+            owners += [index] * len(rows)
+            prev = rows[-1].hash or GENESIS
+        ids = self._insert(tx, chained, after=head_id)
+        stored: list[list[AuditEvent] | BaseException] = [
+            error if error is not None else [] for error in results
+        ]
+        for owner, event, row_id in zip(owners, chained, ids, strict=True):
+            rows_of = stored[owner]
+            assert isinstance(rows_of, list)
+            rows_of.append(replace(event, id=row_id))
         return stored
+
+    def _fence_errors(
+        self, tx: Session, requests: Sequence[AppendRequest]
+    ) -> list[BaseException | None]:
+        """Per request: LeaseLost when its fence does not hold now, else None.
+
+        Each distinct fence is checked once (the requests of one target share theirs); each
+        request that fails gets its own exception.
+        """
+        verdicts: dict[Fence, LeaseLost | None] = {}
+        errors: list[BaseException | None] = []
+        for request in requests:
+            fence = request.fence
+            if fence is None:
+                errors.append(None)
+                continue
+            if fence not in verdicts:
+                try:
+                    self._check_fence(tx, fence)
+                    verdicts[fence] = None
+                except LeaseLost as exc:
+                    verdicts[fence] = exc
+            lost = verdicts[fence]
+            errors.append(LeaseLost(*lost.args) if lost is not None else None)
+        return errors
+
+    @staticmethod
+    def _head(tx: Session) -> tuple[int | None, str]:
+        """(id, hash) of the chain's last row; (None, GENESIS) for an empty chain."""
+        row = tx.execute(
+            select(AuditRow.id, AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)
+        ).first()
+        return (int(row[0]), row[1]) if row is not None else (None, GENESIS)
+
+    def _insert(self, tx: Session, events: Sequence[AuditEvent], *, after: int | None) -> list[int]:
+        """Insert the chained rows with one Core executemany; their ids, in the same order.
+
+        The chain is walked in id order, so the ids must rise in chain order. On SQLite the
+        ids are given: under ``BEGIN IMMEDIATE`` nobody else writes, and they are the ones
+        SQLite would pick (the highest, ``after``, plus one, and so on), so a plain
+        executemany does. On PostgreSQL the sequence gives them: SQLAlchemy's ordered
+        "insertmanyvalues" inserts ``SELECT ... ORDER BY`` the parameters' order, so they
+        rise in that order, and returns them sorted. Checked either way: a batch whose ids do
+        not rise fails (and rolls back) instead of storing a chain that does not verify.
+        """
+        if not events:
+            return []
+        values = [_columns(e) for e in events]
+        if self.db.dialect == "sqlite":
+            first = (after or 0) + 1
+            ids = list(range(first, first + len(values)))
+            tx.execute(
+                insert(AuditTable), [v | {"id": i} for v, i in zip(values, ids, strict=True)]
+            )
+            return ids
+        statement = insert(AuditTable).returning(AuditTable.c.id, sort_by_parameter_order=True)
+        ids = [int(i) for i in tx.execute(statement, values).scalars()]
+        if len(ids) != len(events) or any(b <= a for a, b in itertools.pairwise(ids)):
+            raise StoreError(f"audit rows were given ids out of chain order: {ids[:10]}")
+        return ids
 
     def _lock(self, tx: Session) -> None:
         if self.db.dialect == "postgresql":
