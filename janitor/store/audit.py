@@ -304,7 +304,8 @@ class AuditLog:
 
     def __init__(self, db: Database, *, max_batch_rows: int = MAX_BATCH_ROWS) -> None:
         self.db = db
-        self._group: GroupCommit[AppendRequest, list[AuditEvent]] = GroupCommit(
+        #: Batches concurrent appends into shared transactions (ADR 0014).
+        self.group: GroupCommit[AppendRequest, list[AuditEvent]] = GroupCommit(
             self._commit, max_rows=max_batch_rows
         )
 
@@ -326,7 +327,7 @@ class AuditLog:
         """
         if not events:
             return []
-        return self._group.submit(AppendRequest(events=tuple(events), fence=fence), len(events))
+        return self.group.submit(AppendRequest(events=tuple(events), fence=fence), len(events))
 
     def append_in(
         self, tx: Session, events: Sequence[AuditEvent], *, fence: Fence | None = None

@@ -86,6 +86,19 @@ class GroupCommit(Generic[Q, R]):
         self._mutex = threading.Lock()
         self._queue: deque[Pending[Q, R]] = deque()
         self._leading = False
+        self._writing = 0
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for their batch (those being written not included)."""
+        with self._mutex:
+            return len(self._queue)
+
+    @property
+    def writing(self) -> int:
+        """Requests in the batch being written now (0 when none is)."""
+        with self._mutex:
+            return self._writing
 
     def submit(self, item: Q, rows: int) -> R:
         """Queue ``item`` (``rows`` rows), wait until its batch is written, return its result.
@@ -106,6 +119,7 @@ class GroupCommit(Generic[Q, R]):
         """Write the batch at the queue's head, then hand over and wake its callers."""
         with self._mutex:
             batch = self._take()
+            self._writing = len(batch)
         try:
             self._write(batch)
         except BaseException as exc:  # noqa: BLE001 (settle the batch whatever went wrong)
@@ -133,6 +147,7 @@ class GroupCommit(Generic[Q, R]):
     def _hand_over(self) -> None:
         """Promote the oldest queued request to leader, or leave the group without one."""
         with self._mutex:
+            self._writing = 0
             if self._queue:
                 self._queue[0].wake()
             else:
