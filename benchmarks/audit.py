@@ -14,7 +14,7 @@ appending N single-row fenced rows one after another, as intents and outcomes ar
 while K targets act at once. ``how`` picks the write path: ``group`` is ``AuditLog.append``
 (group commit: rows that arrive while a transaction is written share the next one),
 ``serial`` gives every append its own transaction (``append_in`` in a transaction per row:
-the write path without group commit), ``to_thread`` is ``group`` driven the way janitor
+the write path without group commit), ``async`` is ``group`` driven the way janitor
 drives it, K asyncio tasks calling ``janitor.runtime.db``. Lower bound: hashing the K × N
 rows plus plain Core ``INSERT``s of them in N transactions of K rows each (perfect batches,
 with no lock, head read or fence check).
@@ -23,13 +23,15 @@ with no lock, head read or fence check).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import insert
 
 from benchmarks.common import Measurement, now, open_store
@@ -64,7 +66,7 @@ class Concurrent:
 
     threads: int
     per_thread: int
-    how: str = "group"  # group | serial | to_thread
+    how: str = "group"  # group | serial | async
     database: str = "sqlite"
 
     @property
@@ -85,14 +87,14 @@ DEFAULT_CASES: tuple[AnyCase, ...] = (
     Case(5_000, 100),
     Concurrent(10, 200, "serial"),
     Concurrent(10, 200, "group"),
-    Concurrent(10, 200, "to_thread"),
+    Concurrent(10, 200, "async"),
 )
 QUICK_CASES: tuple[AnyCase, ...] = (
     Case(50, 1),
     Case(100, 10),
     Concurrent(4, 10, "serial"),
     Concurrent(4, 10, "group"),
-    Concurrent(4, 10, "to_thread"),
+    Concurrent(4, 10, "async"),
 )
 
 
@@ -258,7 +260,7 @@ def threaded_time(
     return seconds
 
 
-def to_thread_time(
+def async_time(
     store: Store, shares: Sequence[Sequence[AuditEvent]], held: Sequence[Fence]
 ) -> float:
     """Seconds for one asyncio task per share appending through ``janitor.runtime.db``."""
@@ -277,6 +279,21 @@ def to_thread_time(
     return asyncio.run(everyone())
 
 
+@contextlib.contextmanager
+def commits_counted(store: Store) -> Iterator[list[int]]:
+    """Count the COMMITs the store's engine issues within the block."""
+    counter = [0]
+
+    def on_commit(_conn: object) -> None:
+        counter[0] += 1
+
+    sa_event.listen(store.db.engine, "commit", on_commit)
+    try:
+        yield counter
+    finally:
+        sa_event.remove(store.db.engine, "commit", on_commit)
+
+
 def measure_concurrent(case: Concurrent) -> Measurement:
     """K appenders at once; compare with hashing plus perfect K-row batches of plain inserts."""
     items = events(case.rows)
@@ -287,11 +304,12 @@ def measure_concurrent(case: Concurrent) -> Measurement:
     with open_store(case.database) as (_, store):
         held = fences(store, case.threads)
         shares = per_appender(items, case.threads)
-        if case.how == "to_thread":
-            seconds = to_thread_time(store, shares, held)
-        else:
-            work = _append_serial if case.how == "serial" else _append_group
-            seconds = threaded_time(work, store, shares, held)
+        with commits_counted(store) as commits:
+            if case.how == "async":
+                seconds = async_time(store, shares, held)
+            else:
+                work = _append_serial if case.how == "serial" else _append_group
+                seconds = threaded_time(work, store, shares, held)
         result = store.audit.verify()
     if not result.ok or result.rows != case.rows:
         raise RuntimeError(f"{NAME} {case.label}: chain of {result.rows} rows, ok={result.ok}")
@@ -308,6 +326,8 @@ def measure_concurrent(case: Concurrent) -> Measurement:
             "plain_insert_s": round(plain, 6),
             "appenders": case.threads,
             "how": case.how,
+            "transactions": commits[0],
+            "rows_per_transaction": round(case.rows / max(commits[0], 1), 2),
         },
     )
 

@@ -17,7 +17,7 @@ import fnmatch
 import hashlib
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, aliased
 from janitor.errors import LeaseLost, StoreError
 from janitor.model import OPEN_OUTCOMES, Action, AuditEvent, AuditKind, Outcome
 from janitor.store.db import Database, advisory_xact_lock
-from janitor.store.group_commit import GroupCommit, Pending
+from janitor.store.group_commit import GroupCommit, Pending, Take
 from janitor.store.tables import AuditRow, LeaseRow
 
 GENESIS = "0" * 64
@@ -274,29 +274,47 @@ def to_event(row: AuditRow) -> AuditEvent:
 
 
 def check_fence(tx: Session, fence: Fence, *, dialect: str) -> None:
-    """Raise LeaseLost unless ``fence`` names the current, unexpired lease (within ``tx``).
+    """Raise LeaseLost unless ``fence`` names the current, unexpired lease (within ``tx``)."""
+    lost = lost_fences(tx, [fence], dialect=dialect).get(fence)
+    if lost is not None:
+        raise lost
 
-    SQLite needs no row lock: ``BEGIN IMMEDIATE`` already serializes every writer.
+
+def lost_fences(tx: Session, fences: Collection[Fence], *, dialect: str) -> dict[Fence, LeaseLost]:
+    """The fences among ``fences`` that do not name the current, unexpired lease, each with
+    its LeaseLost; read in one query within ``tx``.
+
+    On PostgreSQL the lease rows are read ``FOR SHARE``: a takeover (an upsert of the row)
+    waits until this transaction ends, so the new holder's reconcile sees what was written
+    under the old token; and the expiry is compared with ``clock_timestamp()`` (the time now),
+    not ``now()`` (the transaction's start): a writer that waited for the lock past its
+    lease's expiry must not see the lease as still valid. SQLite needs no row lock:
+    ``BEGIN IMMEDIATE`` already serializes every writer.
     """
+    if not fences:
+        return {}
     pg = dialect == "postgresql"
-    columns: list[Any] = [LeaseRow.holder, LeaseRow.fencing_token, LeaseRow.expires_at]
-    query = select(*columns).where(LeaseRow.name == fence.lease)
-    if pg:
-        # FOR SHARE: a takeover (an upsert of this row) waits until this transaction ends,
-        # so the new holder's reconcile sees the intent written under the old token.
-        query = query.add_columns(func.clock_timestamp()).with_for_update(read=True)
-    row = tx.execute(query).first()
-    if row is not None:
-        now: datetime = row[3] if pg else datetime.now(UTC)
-        expires: datetime = row[2]
-        if expires.tzinfo is None:
-            expires = expires.replace(tzinfo=UTC)
-        if row[0] == fence.holder and row[1] == fence.token and expires > now:
-            return
-    holder = f"{row[0]} (token {row[1]})" if row is not None else "nobody"
-    raise LeaseLost(
-        f"lease {fence.lease} is no longer ours (token {fence.token}); held by {holder}"
+    columns: list[Any] = [LeaseRow.name, LeaseRow.holder, LeaseRow.fencing_token]
+    query = (
+        select(*columns, LeaseRow.expires_at)
+        .where(LeaseRow.name.in_(sorted({f.lease for f in fences})))
+        .order_by(LeaseRow.name)
     )
+    if pg:
+        query = query.add_columns(func.clock_timestamp()).with_for_update(read=True)
+    leases = {row[0]: row for row in tx.execute(query)}
+    lost = {}
+    for fence in fences:
+        row = leases.get(fence.lease)
+        if row is not None:
+            now: datetime = row[4] if pg else datetime.now(UTC)
+            if (row[1], row[2]) == (fence.holder, fence.token) and _aware(row[3]) > now:
+                continue
+        holder = f"{row[1]} (token {row[2]})" if row is not None else "nobody"
+        lost[fence] = LeaseLost(
+            f"lease {fence.lease} is no longer ours (token {fence.token}); held by {holder}"
+        )
+    return lost
 
 
 class AuditLog:
@@ -338,13 +356,20 @@ class AuditLog:
             raise written
         return written
 
-    def _commit(self, batch: Sequence[Pending[AppendRequest, list[AuditEvent]]]) -> None:
-        """Write a batch of appends in one transaction, then settle each request."""
+    def _commit(self, take: Take[AppendRequest, list[AuditEvent]]) -> None:
+        """Write a batch of appends in one transaction, then settle each request.
+
+        The batch is taken once the chain's lock is held, so appends that arrived while it was
+        awaited are written in this transaction too.
+        """
+        batch: Sequence[Pending[AppendRequest, list[AuditEvent]]] = ()
         try:
             with self.db.transaction() as tx:
-                written = self._write(tx, [pending.item for pending in batch])
+                self._lock(tx)
+                batch = take()
+                written = self._write_locked(tx, [pending.item for pending in batch])
         except StoreError as exc:
-            for pending in batch:
+            for pending in batch or take():
                 pending.fail(_shared(exc))
             return
         for pending, result in zip(batch, written, strict=True):
@@ -356,13 +381,19 @@ class AuditLog:
     def _write(
         self, tx: Session, requests: Sequence[AppendRequest]
     ) -> list[list[AuditEvent] | BaseException]:
-        """Append every request whose fence holds, in order, within ``tx``.
-
-        Under the chain lock: each request's fence is checked (LeaseLost for that request
-        only), the head is read once, the rows are chained and hashed in request order and
-        inserted with one executemany. Returns, per request, its stored rows or its error.
-        """
+        """Take the chain's lock, then append ``requests`` (see :meth:`_write_locked`)."""
         self._lock(tx)
+        return self._write_locked(tx, requests)
+
+    def _write_locked(
+        self, tx: Session, requests: Sequence[AppendRequest]
+    ) -> list[list[AuditEvent] | BaseException]:
+        """Append every request whose fence holds, in order, within ``tx`` (lock held).
+
+        Each request's fence is checked (LeaseLost for that request only), the head is read
+        once, the rows are chained and hashed in request order and inserted with one
+        executemany. Returns, per request, its stored rows or its error.
+        """
         results = self._fence_errors(tx, requests)
         head_id, prev = self._head(tx)
         chained: list[AuditEvent] = []
@@ -393,24 +424,15 @@ class AuditLog:
     ) -> list[BaseException | None]:
         """Per request: LeaseLost when its fence does not hold now, else None.
 
-        Each distinct fence is checked once (the requests of one target share theirs); each
-        request that fails gets its own exception.
+        Every distinct fence of the batch is checked in one query (the requests of one target
+        share theirs); each request that fails gets its own exception.
         """
-        verdicts: dict[Fence, LeaseLost | None] = {}
+        fences = {r.fence for r in requests if r.fence is not None}
+        lost = lost_fences(tx, fences, dialect=self.db.dialect)
         errors: list[BaseException | None] = []
         for request in requests:
-            fence = request.fence
-            if fence is None:
-                errors.append(None)
-                continue
-            if fence not in verdicts:
-                try:
-                    self._check_fence(tx, fence)
-                    verdicts[fence] = None
-                except LeaseLost as exc:
-                    verdicts[fence] = exc
-            lost = verdicts[fence]
-            errors.append(LeaseLost(*lost.args) if lost is not None else None)
+            failed = lost.get(request.fence) if request.fence is not None else None
+            errors.append(LeaseLost(*failed.args) if failed is not None else None)
         return errors
 
     @staticmethod
@@ -449,18 +471,12 @@ class AuditLog:
         return ids
 
     def _lock(self, tx: Session) -> None:
+        """Take the chain's lock: the advisory lock on PostgreSQL; on SQLite, start the
+        transaction now (``BEGIN IMMEDIATE``, which waits for every other writer)."""
         if self.db.dialect == "postgresql":
             advisory_xact_lock(tx, "audit")
-
-    def _check_fence(self, tx: Session, fence: Fence) -> None:
-        """Raise LeaseLost unless ``fence`` is the current, unexpired lease.
-
-        Runs after the chain lock is taken, so "current" means at the moment of the insert.
-        On PostgreSQL the expiry is compared with ``clock_timestamp()`` (the time now), not
-        ``now()``, which is the start of the transaction: a writer that waited for the lock
-        past its lease's expiry must not see the lease as still valid.
-        """
-        check_fence(tx, fence, dialect=self.db.dialect)
+        else:
+            tx.connection()
 
     def events(
         self,

@@ -5,15 +5,17 @@ scheme is the classic leader/follower one, with no timer:
 
 1. A caller queues its request. If no leader is at work, it becomes the leader at once: a
    lone caller never waits for company.
-2. Otherwise it waits. The leader takes the queue's head, up to ``max_rows`` rows (at least
-   one request, however large), and writes that batch in one transaction.
+2. Otherwise it waits. The leader starts its transaction and, once it holds what it needs to
+   write (the chain's lock), takes the queue's head, up to ``max_rows`` rows (at least one
+   request, its own, however large): requests that arrived while it waited for the lock
+   join its batch. It writes that batch in the one transaction.
 3. When the write is over, the leader settles every request of the batch (its result or its
    error), hands leadership to the oldest request still queued (or leaves none), wakes the
    batch's callers and returns its own result. The next leader repeats 2 and 3.
 
-So a request is written at most one batch after it arrived, batches are written one at a
-time in arrival order, and nobody returns before the transaction holding their request is
-over: the writer decides, per request, what that transaction did for it.
+So batches are written one at a time in arrival order, and nobody returns before the
+transaction holding their request is over: the writer decides, per request, what that
+transaction did for it.
 """
 
 from __future__ import annotations
@@ -69,15 +71,20 @@ class Pending(Generic[Q, R]):
         return self._result  # type: ignore[return-value]
 
 
-#: Writes one batch in one transaction and settles every request of it.
-Writer = Callable[[Sequence[Pending[Q, R]]], None]
+#: Takes the batch to write (call once, when ready to write it).
+Take = Callable[[], Sequence[Pending[Q, R]]]
+
+#: Writes one batch in one transaction: calls ``take`` once (when ready) and settles every
+#: request it got.
+Writer = Callable[[Take[Q, R]], None]
 
 
 class GroupCommit(Generic[Q, R]):
     """Batches concurrent requests into shared transactions written by ``write``.
 
-    ``write`` must settle every request it is given; one it leaves unsettled (or every one,
-    when it raises) fails with the exception.
+    ``write`` must settle every request it took; one it leaves unsettled (or every one, when
+    it raises) fails with the exception. A writer that raises before taking fails the batch
+    it would have taken.
     """
 
     def __init__(self, write: Writer[Q, R], *, max_rows: int) -> None:
@@ -116,22 +123,28 @@ class GroupCommit(Generic[Q, R]):
         return pending.outcome()
 
     def _lead(self) -> None:
-        """Write the batch at the queue's head, then hand over and wake its callers."""
-        with self._mutex:
-            batch = self._take()
-            self._writing = len(batch)
+        """Write the next batch, then hand over and wake its callers."""
+        taken: list[Pending[Q, R]] = []
+
+        def take() -> Sequence[Pending[Q, R]]:
+            assert not taken, "a writer takes its batch once"
+            with self._mutex:
+                taken.extend(self._take())
+                self._writing = len(taken)
+            return taken
+
         try:
-            self._write(batch)
+            self._write(take)
         except BaseException as exc:  # noqa: BLE001 (settle the batch whatever went wrong)
-            for pending in batch:
+            for pending in taken or take():
                 if not pending.settled:
                     pending.fail(exc)
         finally:
-            for pending in batch:
+            for pending in taken or take():
                 if not pending.settled:
                     pending.fail(RuntimeError("group commit: the writer left a request unsettled"))
             self._hand_over()
-            for pending in batch:
+            for pending in taken:
                 pending.wake()
 
     def _take(self) -> list[Pending[Q, R]]:

@@ -14,7 +14,8 @@ HANG = 10.0  # a guard against hangs, never a timing assertion
 
 
 class Recorder:
-    """A writer: records each batch's items; the first batch can be held until released."""
+    """A writer: records each batch's items; the first write can be held, before it takes
+    its batch, until released (as a leader waits for the database's lock)."""
 
     def __init__(self, *, hold_first: bool = False) -> None:
         self.batches: list[list[str]] = []
@@ -23,12 +24,13 @@ class Recorder:
             self.release.set()
         self.fail_with: BaseException | None = None
 
-    def __call__(self, batch: Sequence[Pending[str, str]]) -> None:
+    def __call__(self, take: Callable[[], Sequence[Pending[str, str]]]) -> None:
         if not self.batches:
             assert self.release.wait(HANG)
+        batch = take()
         self.batches.append([p.item for p in batch])
-        if self.fail_with is not None:
-            raise self.fail_with
+        if self.fail_with is not None and len(self.batches) == 1:
+            raise self.fail_with  # the first batch only
         for pending in batch:
             pending.resolve(f"written:{pending.item}")
 
@@ -58,11 +60,11 @@ def submit_in_thread(group: GroupCommit[str, str], item: str, rows: int = 1) -> 
 
 
 def held_group(max_rows: int = 100) -> tuple[GroupCommit[str, str], Recorder, dict[str, object]]:
-    """A group whose first batch (request "lead") is being written and held there."""
+    """A group whose leader (request "lead") is held before it takes its batch."""
     writer = Recorder(hold_first=True)
     group: GroupCommit[str, str] = GroupCommit(writer, max_rows=max_rows)
     lead = submit_in_thread(group, "lead")
-    wait_until(lambda: group.writing == 1)
+    wait_until(lambda: group.queued == 1)
     return group, writer, lead
 
 
@@ -73,7 +75,7 @@ def queue(
     boxes = []
     for item, rows in items:
         boxes.append(submit_in_thread(group, item, rows))
-        count = len(boxes)
+        count = len(boxes) + 1  # the held leader's request is queued too
         wait_until(lambda count=count: group.queued == count)  # type: ignore[misc]
     return boxes
 
@@ -96,12 +98,12 @@ def test_a_lone_caller_writes_at_once_and_gets_its_result() -> None:
     assert group.writing == 0
 
 
-def test_requests_arriving_during_a_write_share_the_next_batch_in_arrival_order() -> None:
+def test_requests_arriving_while_the_leader_waits_join_its_batch_in_arrival_order() -> None:
     group, writer, lead = held_group()
     boxes = queue(group, [("f1", 1), ("f2", 1), ("f3", 1)])
     writer.release.set()
     join(lead, *boxes)
-    assert writer.batches == [["lead"], ["f1", "f2", "f3"]]
+    assert writer.batches == [["lead", "f1", "f2", "f3"]]
     assert [b["result"] for b in boxes] == ["written:f1", "written:f2", "written:f3"]
     assert lead["result"] == "written:lead"
 
@@ -111,22 +113,32 @@ def test_a_batch_holds_at_most_max_rows_but_always_one_request() -> None:
     boxes = queue(group, [("a", 3), ("b", 1), ("c", 1), ("big", 9), ("d", 1)])
     writer.release.set()
     join(lead, *boxes)
-    assert writer.batches == [["lead"], ["a", "b"], ["c"], ["big"], ["d"]]
+    assert writer.batches == [["lead", "a"], ["b", "c"], ["big"], ["d"]]
 
 
 def test_a_failed_write_fails_every_request_of_its_batch_only() -> None:
-    group, writer, lead = held_group()
-    boxes = queue(group, [("f1", 1), ("f2", 1)])
+    group, writer, lead = held_group(max_rows=3)
+    boxes = queue(group, [("f1", 1), ("f2", 1), ("next", 1)])
     writer.fail_with = RuntimeError("disk on fire")
     writer.release.set()
     join(lead, *boxes)
-    assert all(isinstance(b.get("error"), RuntimeError) for b in (lead, *boxes))
-    writer.fail_with = None
-    assert group.submit("after", 1) == "written:after"
+    assert writer.batches == [["lead", "f1", "f2"], ["next"]]
+    assert all(isinstance(b.get("error"), RuntimeError) for b in (lead, *boxes[:2]))
+    assert boxes[2]["result"] == "written:next"
+
+
+def test_a_writer_that_fails_before_taking_fails_the_batch_it_would_have_taken() -> None:
+    def broken(take: Callable[[], Sequence[Pending[str, str]]]) -> None:
+        raise ConnectionError("database unreachable")
+
+    group: GroupCommit[str, str] = GroupCommit(broken, max_rows=10)
+    with pytest.raises(ConnectionError):
+        group.submit("a", 1)
+    assert group.queued == 0
 
 
 def test_a_request_the_writer_leaves_unsettled_fails() -> None:
-    group: GroupCommit[str, str] = GroupCommit(lambda batch: None, max_rows=10)
+    group: GroupCommit[str, str] = GroupCommit(lambda take: None, max_rows=10)
     with pytest.raises(RuntimeError, match="unsettled"):
         group.submit("lost", 1)
 
