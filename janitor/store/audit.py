@@ -33,6 +33,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
 )
 from sqlalchemy.orm import Session, aliased
 
@@ -49,6 +50,11 @@ HASHED_FIELDS = tuple(f.name for f in fields(AuditEvent) if f.name not in _UNHAS
 #: The most rows one group commit writes in one transaction (a single larger append, such as
 #: a first sweep's decision rows, still goes in one transaction of its own).
 MAX_BATCH_ROWS = 1000
+
+#: ``count`` new ids from the audit table's sequence (PostgreSQL).
+_NEXT_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('audit_events', 'id')) FROM generate_series(1, :count)"
+)
 
 AuditTable: Table = AuditRow.__table__  # type: ignore[assignment]  # Core inserts, no ORM
 
@@ -446,13 +452,12 @@ class AuditLog:
     def _insert(self, tx: Session, events: Sequence[AuditEvent], *, after: int | None) -> list[int]:
         """Insert the chained rows with one Core executemany; their ids, in the same order.
 
-        The chain is walked in id order, so the ids must rise in chain order. On SQLite the
-        ids are given: under ``BEGIN IMMEDIATE`` nobody else writes, and they are the ones
-        SQLite would pick (the highest, ``after``, plus one, and so on), so a plain
-        executemany does. On PostgreSQL the sequence gives them: SQLAlchemy's ordered
-        "insertmanyvalues" inserts ``SELECT ... ORDER BY`` the parameters' order, so they
-        rise in that order, and returns them sorted. Checked either way: a batch whose ids do
-        not rise fails (and rolls back) instead of storing a chain that does not verify.
+        The chain is walked in id order, so the ids must rise in chain order: they are given
+        explicitly, under the chain's lock. On SQLite they are the ones SQLite would pick (the
+        highest, ``after``, plus one, and so on; under ``BEGIN IMMEDIATE`` nobody else
+        writes). On PostgreSQL they are drawn from the table's sequence in one query and
+        sorted, so they are the sequence's next values in chain order whatever order
+        ``nextval`` ran in. Either way a plain executemany does: no RETURNING, no ORM flush.
         """
         if not events:
             return []
@@ -464,10 +469,8 @@ class AuditLog:
                 insert(AuditTable), [v | {"id": i} for v, i in zip(values, ids, strict=True)]
             )
             return ids
-        statement = insert(AuditTable).returning(AuditTable.c.id, sort_by_parameter_order=True)
-        ids = [int(i) for i in tx.execute(statement, values).scalars()]
-        if len(ids) != len(events) or any(b <= a for a, b in itertools.pairwise(ids)):
-            raise StoreError(f"audit rows were given ids out of chain order: {ids[:10]}")
+        ids = sorted(int(i) for i in tx.scalars(_NEXT_IDS, {"count": len(values)}))
+        tx.execute(insert(AuditTable), [v | {"id": i} for v, i in zip(values, ids, strict=True)])
         return ids
 
     def _lock(self, tx: Session) -> None:
