@@ -329,3 +329,62 @@ def test_a_large_append_is_one_transaction_with_ids_in_order(store: Store) -> No
     assert len(set(ids)) == len(big)
     assert store.audit.events() == [*store.audit.events(limit=1), *written]
     assert store.audit.verify().ok
+
+
+def short_lease(store: Store, lease: str, seconds: float) -> Fence:
+    """A lease for ``replica-a`` that expires ``seconds`` from now."""
+    info = store.leases.acquire(lease, "replica-a", timedelta(seconds=seconds))
+    assert info is not None
+    return Fence(lease=lease, holder="replica-a", token=info.token)
+
+
+def test_a_writer_that_waited_for_the_lock_past_its_lease_gets_lease_lost(store: Store) -> None:
+    """The fence is judged when the lock is held, by the time then (``clock_timestamp()`` on
+    PostgreSQL, not the transaction's start)."""
+    fence = short_lease(store, "nb", 1.0)
+    with chain_locked(store):
+        late = Appender(store, rows("late"), fence)
+        wait_until(lambda: store.audit.group.queued == 1)
+        time.sleep(1.5)  # the lease expires while the append waits for the lock
+    late.join()
+    assert isinstance(late.error, LeaseLost)
+    assert stored(store) == []
+
+
+def test_a_takeover_waits_until_the_batch_that_checked_the_fence_has_committed(
+    store: Store,
+) -> None:
+    """Between its fence check and its commit, a batch keeps the lease from being taken over
+    (``FOR SHARE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite): whoever takes the lease next
+    sees the intent written under the old token."""
+    fence = short_lease(store, "nb", 1.0)
+    in_commit, release = threading.Event(), threading.Event()
+
+    def hold_first_commit(_conn: object) -> None:
+        if not in_commit.is_set():
+            in_commit.set()
+            release.wait(HANG)
+
+    event.listen(store.db.engine, "commit", hold_first_commit)
+    seen_by_new_holder: list[list[int]] = []
+
+    def take_over() -> None:
+        assert store.leases.acquire("nb", "replica-b", timedelta(minutes=5)) is not None
+        seen_by_new_holder.append(visible_ids(store.db))
+
+    try:
+        intent = Appender(store, rows("intent"), fence)
+        assert in_commit.wait(HANG)  # fenced and written, its commit held
+        time.sleep(1.5)  # the lease has expired: a takeover is now allowed
+        thief = threading.Thread(target=take_over)
+        thief.start()
+        time.sleep(0.5)  # time enough to take the lease over, were it not locked
+        release.set()
+        intent.join()
+        thief.join(HANG)
+    finally:
+        release.set()
+        event.remove(store.db.engine, "commit", hold_first_commit)
+    assert intent.error is None
+    assert intent.result is not None
+    assert seen_by_new_holder == [[intent.result[0].id]]
