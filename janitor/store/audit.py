@@ -461,16 +461,13 @@ class AuditLog:
         """
         if not events:
             return []
-        values = [_columns(e) for e in events]
         if self.db.dialect == "sqlite":
             first = (after or 0) + 1
-            ids = list(range(first, first + len(values)))
-            tx.execute(
-                insert(AuditTable), [v | {"id": i} for v, i in zip(values, ids, strict=True)]
-            )
-            return ids
-        ids = sorted(int(i) for i in tx.scalars(_NEXT_IDS, {"count": len(values)}))
-        tx.execute(insert(AuditTable), [v | {"id": i} for v, i in zip(values, ids, strict=True)])
+            ids = list(range(first, first + len(events)))
+        else:
+            ids = sorted(int(i) for i in tx.scalars(_NEXT_IDS, {"count": len(events)}))
+        rows = [_columns(e) | {"id": i} for e, i in zip(events, ids, strict=True)]
+        tx.execute(insert(AuditTable), rows)
         return ids
 
     def _lock(self, tx: Session) -> None:
