@@ -8,25 +8,42 @@ Lower bound: the same rows' canonical-JSON SHA-256 hashes computed in memory, pl
 Core ``INSERT`` (executemany) of the same rows with the same transactions into a fresh copy
 of the table: no lock, no head read, no ORM. ``verify_s`` is the time ``audit verify`` took
 over the appended chain.
+
+Concurrent appenders (:class:`Concurrent`): K threads, each with its own target's lease, each
+appending N single-row fenced rows one after another, as intents and outcomes are written
+while K targets act at once. ``how`` picks the write path: ``group`` is ``AuditLog.append``
+(group commit: rows that arrive while a transaction is written share the next one),
+``serial`` gives every append its own transaction (``append_in`` in a transaction per row:
+the write path without group commit), ``async`` is ``group`` driven the way janitor
+drives it, K asyncio tasks calling ``janitor.runtime.db``. Lower bound: hashing the K × N
+rows plus plain Core ``INSERT``s of them in N transactions of K rows each (perfect batches,
+with no lock, head read or fence check).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import insert
 
 from benchmarks.common import Measurement, now, open_store
 from janitor.model import Action, AuditEvent, AuditKind, Outcome
+from janitor.runtime import db
 from janitor.store import Store
-from janitor.store.audit import GENESIS, HASHED_FIELDS, compute_hash
+from janitor.store.audit import GENESIS, HASHED_FIELDS, Fence, compute_hash
 from janitor.store.tables import AuditRow
 
 NAME = "audit_append"
 BOUND = "hash the rows + plain INSERT of the same rows and transactions"
+BOUND_CONCURRENT = "hash the rows + plain INSERTs of them in transactions of one row per appender"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +60,42 @@ class Case:
         return f"{self.database} rows={self.rows} batch={self.batch}"
 
 
-DEFAULT_CASES = (Case(1_000, 1), Case(5_000, 100))
-QUICK_CASES = (Case(50, 1), Case(100, 10))
+@dataclass(frozen=True, slots=True)
+class Concurrent:
+    """``threads`` appenders, each appending ``per_thread`` single-row fenced rows."""
+
+    threads: int
+    per_thread: int
+    how: str = "group"  # group | serial | async
+    database: str = "sqlite"
+
+    @property
+    def label(self) -> str:
+        """How the case is shown in the table."""
+        return f"{self.database} {self.threads} appenders x {self.per_thread} {self.how}"
+
+    @property
+    def rows(self) -> int:
+        """Rows appended in all."""
+        return self.threads * self.per_thread
+
+
+AnyCase = Case | Concurrent
+
+DEFAULT_CASES: tuple[AnyCase, ...] = (
+    Case(1_000, 1),
+    Case(5_000, 100),
+    Concurrent(10, 200, "serial"),
+    Concurrent(10, 200, "group"),
+    Concurrent(10, 200, "async"),
+)
+QUICK_CASES: tuple[AnyCase, ...] = (
+    Case(50, 1),
+    Case(100, 10),
+    Concurrent(4, 10, "serial"),
+    Concurrent(4, 10, "group"),
+    Concurrent(4, 10, "async"),
+)
 
 
 def events(count: int) -> list[AuditEvent]:
@@ -150,6 +201,140 @@ def measure(case: Case) -> Measurement:
     )
 
 
-def run(cases: Sequence[Case] = DEFAULT_CASES) -> list[Measurement]:
+def fences(store: Store, threads: int) -> list[Fence]:
+    """One held lease per appender, as each acting target has."""
+    held = []
+    for k in range(threads):
+        lease = store.leases.acquire(f"bench-{k}", "bench-holder", timedelta(hours=1))
+        assert lease is not None
+        held.append(Fence(lease=lease.name, holder=lease.holder, token=lease.token))
+    return held
+
+
+def per_appender(items: Sequence[AuditEvent], threads: int) -> list[list[AuditEvent]]:
+    """The rows dealt out to ``threads`` appenders, round robin."""
+    return [list(items[k::threads]) for k in range(threads)]
+
+
+def _append_serial(store: Store, rows: Sequence[AuditEvent], fence: Fence) -> None:
+    for event in rows:
+        with store.db.transaction() as tx:
+            store.audit.append_in(tx, [event], fence=fence)
+
+
+def _append_group(store: Store, rows: Sequence[AuditEvent], fence: Fence) -> None:
+    for event in rows:
+        store.audit.append([event], fence=fence)
+
+
+def threaded_time(
+    work: Callable[[Store, Sequence[AuditEvent], Fence], None],
+    store: Store,
+    shares: Sequence[Sequence[AuditEvent]],
+    held: Sequence[Fence],
+) -> float:
+    """Seconds for one thread per share to append its rows with ``work``, all at once."""
+    start = threading.Barrier(len(shares) + 1)
+    failures: list[BaseException] = []
+
+    def appender(rows: Sequence[AuditEvent], fence: Fence) -> None:
+        start.wait()
+        try:
+            work(store, rows, fence)
+        except BaseException as exc:  # noqa: BLE001 (reported after the run)
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=appender, args=(rows, fence))
+        for rows, fence in zip(shares, held, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{NAME}: an appender failed: {failures[0]!r}") from failures[0]
+    return seconds
+
+
+def async_time(
+    store: Store, shares: Sequence[Sequence[AuditEvent]], held: Sequence[Fence]
+) -> float:
+    """Seconds for one asyncio task per share appending through ``janitor.runtime.db``."""
+
+    async def appender(rows: Sequence[AuditEvent], fence: Fence) -> None:
+        for event in rows:
+            await db(store.audit.append, [event], fence=fence)
+
+    async def everyone() -> float:
+        started = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for rows, fence in zip(shares, held, strict=True):
+                group.create_task(appender(rows, fence))
+        return time.perf_counter() - started
+
+    return asyncio.run(everyone())
+
+
+@contextlib.contextmanager
+def commits_counted(store: Store) -> Iterator[list[int]]:
+    """Count the COMMITs the store's engine issues within the block."""
+    counter = [0]
+
+    def on_commit(_conn: object) -> None:
+        counter[0] += 1
+
+    sa_event.listen(store.db.engine, "commit", on_commit)
+    try:
+        yield counter
+    finally:
+        sa_event.remove(store.db.engine, "commit", on_commit)
+
+
+def measure_concurrent(case: Concurrent) -> Measurement:
+    """K appenders at once; compare with hashing plus perfect K-row batches of plain inserts."""
+    items = events(case.rows)
+    hashing, rows = hash_time(items)
+    with open_store(case.database) as (_, store):
+        store.audit.head()
+        plain = plain_insert_time(store, rows, case.threads)
+    with open_store(case.database) as (_, store):
+        held = fences(store, case.threads)
+        shares = per_appender(items, case.threads)
+        with commits_counted(store) as commits:
+            if case.how == "async":
+                seconds = async_time(store, shares, held)
+            else:
+                work = _append_serial if case.how == "serial" else _append_group
+                seconds = threaded_time(work, store, shares, held)
+        result = store.audit.verify()
+    if not result.ok or result.rows != case.rows:
+        raise RuntimeError(f"{NAME} {case.label}: chain of {result.rows} rows, ok={result.ok}")
+    return Measurement(
+        benchmark=NAME,
+        case=case.label,
+        seconds=seconds,
+        lower_bound=hashing + plain,
+        bound=BOUND_CONCURRENT,
+        count=case.rows,
+        unit="rows",
+        extra={
+            "hash_s": round(hashing, 6),
+            "plain_insert_s": round(plain, 6),
+            "appenders": case.threads,
+            "how": case.how,
+            "transactions": commits[0],
+            "rows_per_transaction": round(case.rows / max(commits[0], 1), 2),
+        },
+    )
+
+
+def run(cases: Sequence[AnyCase] = DEFAULT_CASES) -> list[Measurement]:
     """Every case."""
-    return [measure(case) for case in cases]
+    return [
+        measure_concurrent(case) if isinstance(case, Concurrent) else measure(case)
+        for case in cases
+    ]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -44,9 +47,35 @@ def set_default_hooks(hooks: Hooks) -> None:
     _default_hooks[0] = hooks
 
 
+#: Threads for store calls, apart from asyncio's default pool (``min(32, cpus + 4)``: 6 on a
+#: 2-core host), which signing and the decision step share. Concurrent audit appends are
+#: group-committed (ADR 0014): an append waiting for its batch holds a thread but no database
+#: connection, and a batch can only hold the appends whose threads are waiting, so the pool
+#: bounds the batch. 10 targets with 4 actions each have up to 40 action paths, each with one
+#: store call at a time; 32 threads let nearly all of them wait together.
+DB_THREADS = 32
+
+_db_pool: list[ThreadPoolExecutor] = []
+_db_pool_lock = threading.Lock()
+
+
+def _db_executor() -> ThreadPoolExecutor:
+    """The process's thread pool for store calls, made on first use."""
+    with _db_pool_lock:
+        if not _db_pool:
+            _db_pool.append(ThreadPoolExecutor(DB_THREADS, thread_name_prefix="janitor-db"))
+        return _db_pool[0]
+
+
 async def db(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Run a synchronous store call off the event loop."""
-    return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+    """Run a synchronous store call off the event loop, in the store's own thread pool.
+
+    Like ``asyncio.to_thread`` (context variables included); a call already running when its
+    coroutine is cancelled finishes on its own, its transaction committing or rolling back
+    as a whole, and the interpreter waits for it at exit.
+    """
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_db_executor(), call)
 
 
 @dataclass

@@ -17,22 +17,46 @@ import fnmatch
 import hashlib
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.orm import Session, aliased
 
-from janitor.errors import LeaseLost
+from janitor.errors import LeaseLost, StoreError
 from janitor.model import OPEN_OUTCOMES, Action, AuditEvent, AuditKind, Outcome
 from janitor.store.db import Database, advisory_xact_lock
+from janitor.store.group_commit import GroupCommit, Pending, Take
 from janitor.store.tables import AuditRow, LeaseRow
 
 GENESIS = "0" * 64
 _UNHASHED = {"id", "hash"}
 HASHED_FIELDS = tuple(f.name for f in fields(AuditEvent) if f.name not in _UNHASHED)
+
+#: The most rows one group commit writes in one transaction (a single larger append, such as
+#: a first sweep's decision rows, still goes in one transaction of its own).
+MAX_BATCH_ROWS = 1000
+
+#: ``count`` new ids from the audit table's sequence (PostgreSQL).
+_NEXT_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('audit_events', 'id')) FROM generate_series(1, :count)"
+)
+
+AuditTable: Table = AuditRow.__table__  # type: ignore[assignment]  # Core inserts, no ORM
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +66,14 @@ class Fence:
     lease: str
     holder: str
     token: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendRequest:
+    """One caller's append: its events, written together, under its fence (if any)."""
+
+    events: tuple[AuditEvent, ...]
+    fence: Fence | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,12 +242,32 @@ def compute_hash(event: AuditEvent) -> str:
     return hashlib.sha256(canonical(event)).hexdigest()
 
 
-def _to_row(event: AuditEvent) -> AuditRow:
+def _columns(event: AuditEvent) -> dict[str, Any]:
+    """A chained event as the column values of its row (without ``id``)."""
     values = {name: getattr(event, name) for name in HASHED_FIELDS}
     values["kind"] = str(event.kind)
     values["action"] = str(event.action) if event.action else None
     values["outcome"] = str(event.outcome) if event.outcome else None
-    return AuditRow(**values, hash=event.hash)
+    values["hash"] = event.hash
+    return values
+
+
+def _shared(exc: StoreError) -> StoreError:
+    """A failure of the transaction a request shared, as that request's own exception."""
+    error = StoreError(str(exc))
+    error.__cause__ = exc
+    return error
+
+
+def _chain(events: Sequence[AuditEvent], prev: str) -> list[AuditEvent]:
+    """``events`` linked after the row whose hash is ``prev``, each with its own hash."""
+    chained = []
+    for event in events:
+        linked = replace(event, prev_hash=prev, hash=None, at=event.at.astimezone(UTC))
+        linked = replace(linked, hash=compute_hash(linked))
+        chained.append(linked)
+        prev = linked.hash or GENESIS
+    return chained
 
 
 def to_event(row: AuditRow) -> AuditEvent:
@@ -228,84 +280,203 @@ def to_event(row: AuditRow) -> AuditEvent:
 
 
 def check_fence(tx: Session, fence: Fence, *, dialect: str) -> None:
-    """Raise LeaseLost unless ``fence`` names the current, unexpired lease (within ``tx``).
+    """Raise LeaseLost unless ``fence`` names the current, unexpired lease (within ``tx``)."""
+    lost = lost_fences(tx, [fence], dialect=dialect).get(fence)
+    if lost is not None:
+        raise lost
 
-    SQLite needs no row lock: ``BEGIN IMMEDIATE`` already serializes every writer.
+
+def lost_fences(tx: Session, fences: Collection[Fence], *, dialect: str) -> dict[Fence, LeaseLost]:
+    """The fences among ``fences`` that do not name the current, unexpired lease, each with
+    its LeaseLost; read in one query within ``tx``.
+
+    On PostgreSQL the lease rows are read ``FOR SHARE``: a takeover (an upsert of the row)
+    waits until this transaction ends, so the new holder's reconcile sees what was written
+    under the old token; and the expiry is compared with ``clock_timestamp()`` (the time now),
+    not ``now()`` (the transaction's start): a writer that waited for the lock past its
+    lease's expiry must not see the lease as still valid. SQLite needs no row lock:
+    ``BEGIN IMMEDIATE`` already serializes every writer.
     """
+    if not fences:
+        return {}
     pg = dialect == "postgresql"
-    columns: list[Any] = [LeaseRow.holder, LeaseRow.fencing_token, LeaseRow.expires_at]
-    query = select(*columns).where(LeaseRow.name == fence.lease)
-    if pg:
-        # FOR SHARE: a takeover (an upsert of this row) waits until this transaction ends,
-        # so the new holder's reconcile sees the intent written under the old token.
-        query = query.add_columns(func.clock_timestamp()).with_for_update(read=True)
-    row = tx.execute(query).first()
-    if row is not None:
-        now: datetime = row[3] if pg else datetime.now(UTC)
-        expires: datetime = row[2]
-        if expires.tzinfo is None:
-            expires = expires.replace(tzinfo=UTC)
-        if row[0] == fence.holder and row[1] == fence.token and expires > now:
-            return
-    holder = f"{row[0]} (token {row[1]})" if row is not None else "nobody"
-    raise LeaseLost(
-        f"lease {fence.lease} is no longer ours (token {fence.token}); held by {holder}"
+    columns: list[Any] = [LeaseRow.name, LeaseRow.holder, LeaseRow.fencing_token]
+    query = (
+        select(*columns, LeaseRow.expires_at)
+        .where(LeaseRow.name.in_(sorted({f.lease for f in fences})))
+        .order_by(LeaseRow.name)
     )
+    if pg:
+        query = query.add_columns(func.clock_timestamp()).with_for_update(read=True)
+    leases = {row[0]: row for row in tx.execute(query)}
+    lost = {}
+    for fence in fences:
+        row = leases.get(fence.lease)
+        if row is not None:
+            now: datetime = row[4] if pg else datetime.now(UTC)
+            if (row[1], row[2]) == (fence.holder, fence.token) and _aware(row[3]) > now:
+                continue
+        holder = f"{row[1]} (token {row[2]})" if row is not None else "nobody"
+        lost[fence] = LeaseLost(
+            f"lease {fence.lease} is no longer ours (token {fence.token}); held by {holder}"
+        )
+    return lost
 
 
 class AuditLog:
     """Appends to, lists and verifies the audit chain."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, max_batch_rows: int = MAX_BATCH_ROWS) -> None:
         self.db = db
+        #: Batches concurrent appends into shared transactions (ADR 0014).
+        self.group: GroupCommit[AppendRequest, list[AuditEvent]] = GroupCommit(
+            self._commit, max_rows=max_batch_rows
+        )
 
     def append(
         self, events: Sequence[AuditEvent], *, fence: Fence | None = None
     ) -> list[AuditEvent]:
         """Append events in one transaction; return them with ids and hashes.
 
+        Appends from other threads that arrive while a transaction is being written share the
+        next one (group commit, ADR 0014): each request's fence is still checked on its own,
+        its rows stay together in the chain, and this returns only once the transaction that
+        holds them has committed.
+
         Raises:
-            LeaseLost: ``fence`` is given and the lease is no longer held with that token.
-            StoreError: the database failed; nothing was written.
+            LeaseLost: ``fence`` is given and the lease is no longer held with that token;
+                nothing of these events was written.
+            StoreError: the database failed; nothing of these events (nor of any request
+                that shared their transaction) was written.
         """
         if not events:
             return []
-        with self.db.transaction() as tx:
-            return self.append_in(tx, events, fence=fence)
+        return self.group.submit(AppendRequest(events=tuple(events), fence=fence), len(events))
 
     def append_in(
         self, tx: Session, events: Sequence[AuditEvent], *, fence: Fence | None = None
     ) -> list[AuditEvent]:
         """Append within the caller's transaction (policy changes commit with their rows)."""
+        [written] = self._write(tx, [AppendRequest(events=tuple(events), fence=fence)])
+        if isinstance(written, BaseException):
+            raise written
+        return written
+
+    def _commit(self, take: Take[AppendRequest, list[AuditEvent]]) -> None:
+        """Write a batch of appends in one transaction, then settle each request.
+
+        The batch is taken once the chain's lock is held, so appends that arrived while it was
+        awaited are written in this transaction too.
+        """
+        batch: Sequence[Pending[AppendRequest, list[AuditEvent]]] = ()
+        try:
+            with self.db.transaction() as tx:
+                self._lock(tx)
+                batch = take()
+                written = self._write_locked(tx, [pending.item for pending in batch])
+        except StoreError as exc:
+            for pending in batch or take():
+                pending.fail(_shared(exc))
+            return
+        for pending, result in zip(batch, written, strict=True):
+            if isinstance(result, BaseException):
+                pending.fail(result)
+            else:
+                pending.resolve(result)
+
+    def _write(
+        self, tx: Session, requests: Sequence[AppendRequest]
+    ) -> list[list[AuditEvent] | BaseException]:
+        """Take the chain's lock, then append ``requests`` (see :meth:`_write_locked`)."""
         self._lock(tx)
-        if fence is not None:
-            self._check_fence(tx, fence)
-        prev = tx.scalar(select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1))
-        prev = prev or GENESIS
-        stored = []
-        for event in events:
-            chained = replace(event, prev_hash=prev, hash=None, at=event.at.astimezone(UTC))
-            chained = replace(chained, hash=compute_hash(chained))
-            row = _to_row(chained)
-            tx.add(row)
-            tx.flush()
-            stored.append(replace(chained, id=row.id))
-            prev = chained.hash or GENESIS
+        return self._write_locked(tx, requests)
+
+    def _write_locked(
+        self, tx: Session, requests: Sequence[AppendRequest]
+    ) -> list[list[AuditEvent] | BaseException]:
+        """Append every request whose fence holds, in order, within ``tx`` (lock held).
+
+        Each request's fence is checked (LeaseLost for that request only), the head is read
+        once, the rows are chained and hashed in request order and inserted with one
+        executemany. Returns, per request, its stored rows or its error.
+        """
+        results = self._fence_errors(tx, requests)
+        head_id, prev = self._head(tx)
+        chained: list[AuditEvent] = []
+        owners: list[int] = []
+        for index, request in enumerate(requests):
+            if results[index] is not None:
+                continue
+            try:
+                rows = _chain(request.events, prev)
+            except Exception as exc:  # noqa: BLE001 (a row that cannot be hashed fails its request only)
+                results[index] = exc
+                continue
+            chained += rows
+            owners += [index] * len(rows)
+            prev = rows[-1].hash or GENESIS
+        ids = self._insert(tx, chained, after=head_id)
+        stored: list[list[AuditEvent] | BaseException] = [
+            error if error is not None else [] for error in results
+        ]
+        for owner, event, row_id in zip(owners, chained, ids, strict=True):
+            rows_of = stored[owner]
+            assert isinstance(rows_of, list)
+            rows_of.append(replace(event, id=row_id))
         return stored
 
+    def _fence_errors(
+        self, tx: Session, requests: Sequence[AppendRequest]
+    ) -> list[BaseException | None]:
+        """Per request: LeaseLost when its fence does not hold now, else None.
+
+        Every distinct fence of the batch is checked in one query (the requests of one target
+        share theirs); each request that fails gets its own exception.
+        """
+        fences = {r.fence for r in requests if r.fence is not None}
+        lost = lost_fences(tx, fences, dialect=self.db.dialect)
+        errors: list[BaseException | None] = []
+        for request in requests:
+            failed = lost.get(request.fence) if request.fence is not None else None
+            errors.append(LeaseLost(*failed.args) if failed is not None else None)
+        return errors
+
+    @staticmethod
+    def _head(tx: Session) -> tuple[int | None, str]:
+        """(id, hash) of the chain's last row; (None, GENESIS) for an empty chain."""
+        row = tx.execute(
+            select(AuditRow.id, AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)
+        ).first()
+        return (int(row[0]), row[1]) if row is not None else (None, GENESIS)
+
+    def _insert(self, tx: Session, events: Sequence[AuditEvent], *, after: int | None) -> list[int]:
+        """Insert the chained rows with one Core executemany; their ids, in the same order.
+
+        The chain is walked in id order, so the ids must rise in chain order: they are given
+        explicitly, under the chain's lock. On SQLite they are the ones SQLite would pick (the
+        highest, ``after``, plus one, and so on; under ``BEGIN IMMEDIATE`` nobody else
+        writes). On PostgreSQL they are drawn from the table's sequence in one query and
+        sorted, so they are the sequence's next values in chain order whatever order
+        ``nextval`` ran in. Either way a plain executemany does: no RETURNING, no ORM flush.
+        """
+        if not events:
+            return []
+        if self.db.dialect == "sqlite":
+            first = (after or 0) + 1
+            ids = list(range(first, first + len(events)))
+        else:
+            ids = sorted(int(i) for i in tx.scalars(_NEXT_IDS, {"count": len(events)}))
+        rows = [_columns(e) | {"id": i} for e, i in zip(events, ids, strict=True)]
+        tx.execute(insert(AuditTable), rows)
+        return ids
+
     def _lock(self, tx: Session) -> None:
+        """Take the chain's lock: the advisory lock on PostgreSQL; on SQLite, start the
+        transaction now (``BEGIN IMMEDIATE``, which waits for every other writer)."""
         if self.db.dialect == "postgresql":
             advisory_xact_lock(tx, "audit")
-
-    def _check_fence(self, tx: Session, fence: Fence) -> None:
-        """Raise LeaseLost unless ``fence`` is the current, unexpired lease.
-
-        Runs after the chain lock is taken, so "current" means at the moment of the insert.
-        On PostgreSQL the expiry is compared with ``clock_timestamp()`` (the time now), not
-        ``now()``, which is the start of the transaction: a writer that waited for the lock
-        past its lease's expiry must not see the lease as still valid.
-        """
-        check_fence(tx, fence, dialect=self.db.dialect)
+        else:
+            tx.connection()
 
     def events(
         self,
