@@ -45,13 +45,66 @@ class EvalContext:
     history: History | None
 
 
+class Probe:
+    """One session under evaluation, for the fast answers of :meth:`Condition.holds`.
+
+    The times conditions compare (idle, in state, age) are computed at most once per session,
+    however many policies ask; ``now`` in UTC once per probe.
+    """
+
+    __slots__ = ("_age", "_idle", "_in_state", "_times", "ctx", "session")
+
+    def __init__(self, session: Session, ctx: EvalContext) -> None:
+        self.session = session
+        self.ctx = ctx
+        self._times = 0  # bit 1: idle known, 2: in state known, 4: age known
+        self._idle: timedelta | None = None
+        self._in_state: timedelta | None = None
+        self._age: timedelta | None = None
+
+    def idle(self) -> timedelta | None:
+        """``now - last activity``; None when the last activity is unknown."""
+        if not self._times & 1:
+            last = last_activity(self.session, self.ctx)
+            self._idle = None if last is None else elapsed(self.ctx.now, last)
+            self._times |= 1
+        return self._idle
+
+    def in_state(self) -> timedelta | None:
+        """How long the session has been in its state; None when unknown."""
+        if not self._times & 2:
+            since = state_since(self.session, self.ctx)
+            self._in_state = None if since is None else elapsed(self.ctx.now, since)
+            self._times |= 2
+        return self._in_state
+
+    def age(self) -> timedelta | None:
+        """How long ago the session was created (else first seen); None when unknown."""
+        if not self._times & 4:
+            created = created_at(self.session, self.ctx)
+            self._age = None if created is None else elapsed(self.ctx.now, created)
+            self._times |= 4
+        return self._age
+
+
 class Condition(Protocol):
-    """A compiled condition."""
+    """A compiled condition.
+
+    ``evaluate`` answers with a reason (``janitor explain``, the deciding policy);
+    ``holds`` gives the same value without one (the compiled engine). ``key_field`` names the
+    one session field the answer depends on when there is one (``state``, ``provider_state``,
+    ``kind``): the compiled engine then answers once per distinct value.
+    """
 
     name: ClassVar[str]
+    key_field: ClassVar[str | None]
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Answer for one session."""
+        ...
+
+    def holds(self, probe: Probe) -> bool | None:
+        """The value ``evaluate`` answers, without its reason."""
         ...
 
 
@@ -152,6 +205,12 @@ class StateIn:
             raise ConditionError("must list at least one state")
         self.states: frozenset[State] = frozenset(states)
 
+    key_field: ClassVar[str | None] = "state"
+
+    def holds(self, probe: Probe) -> bool | None:
+        """True when the state is listed."""
+        return probe.session.state in self.states
+
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when the state is listed."""
         listed = ", ".join(sorted(self.states))
@@ -170,6 +229,12 @@ class ProviderStateIn:
     def __init__(self, value: Any) -> None:
         self.values = frozenset(v.lower() for v in _globs(value))
 
+    key_field: ClassVar[str | None] = "provider_state"
+
+    def holds(self, probe: Probe) -> bool | None:
+        """True when the provider state is listed."""
+        return probe.session.provider_state.lower() in self.values
+
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when the provider state is listed."""
         seen, wanted = session.provider_state, f"one of [{', '.join(sorted(self.values))}]"
@@ -186,6 +251,13 @@ class IdleFor:
 
     def __init__(self, value: Any) -> None:
         self.duration = _duration(value)
+
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """Compare with the limit; None when unknown."""
+        spent = probe.idle()
+        return None if spent is None else spent >= self.duration
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the idle time with the limit."""
@@ -209,6 +281,13 @@ class InStateFor:
     def __init__(self, value: Any) -> None:
         self.duration = _duration(value)
 
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """Compare with the limit; None when unknown."""
+        spent = probe.in_state()
+        return None if spent is None else spent >= self.duration
+
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the time in state with the limit."""
         limit = format_duration(self.duration)
@@ -231,12 +310,18 @@ class AgeAtLeast:
     def __init__(self, value: Any) -> None:
         self.duration = _duration(value)
 
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """Compare with the limit; None when unknown."""
+        spent = probe.age()
+        return None if spent is None else spent >= self.duration
+
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the age with the limit."""
         limit = format_duration(self.duration)
-        created, source = session.created_at, "age"
-        if created is None and ctx.history is not None:
-            created, source = ctx.history.first_seen, "seen for"
+        created = created_at(session, ctx)
+        source = "age" if session.created_at is not None else "seen for"
         if created is None:
             return Match(None, "age unknown", None, f"≥ {limit}")
         age = elapsed(ctx.now, created)
@@ -256,6 +341,13 @@ class MaxConnections:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConditionError("must be a whole number ≥ 0")
         self.limit = value
+
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """Compare the connection count with the limit; None when unknown."""
+        connections = probe.session.connections
+        return None if connections is None else connections <= self.limit
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the connection count with the limit."""
@@ -277,6 +369,12 @@ class NameGlob:
     def __init__(self, value: Any) -> None:
         self.patterns = _globs(value)
 
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """True when a glob matches the name."""
+        return _any_glob(probe.session.name, self.patterns)
+
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when a glob matches the name."""
         seen, wanted = repr(session.name), f"matches {list(self.patterns)}"
@@ -293,6 +391,13 @@ class OwnerGlob:
 
     def __init__(self, value: Any) -> None:
         self.patterns = _globs(value)
+
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """True when a glob matches the owner; None when the owner is unknown."""
+        owner = probe.session.owner
+        return None if owner is None else _any_glob(owner, self.patterns)
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when a glob matches the owner."""
@@ -317,6 +422,19 @@ class LabelsMatch:
             raise ConditionError("must list at least one label")
         self.labels: Mapping[str, str] = labels
 
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """True when all labels match; None when they could not be read."""
+        labels = probe.session.labels
+        if labels is None:
+            return None
+        for key, pattern in self.labels.items():
+            value = labels.get(key)
+            if value is None or not fnmatch.fnmatchcase(value, pattern):
+                return False
+        return True
+
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when all labels match; unknown when the provider could not read them."""
         wanted = f"match {dict(self.labels)}"
@@ -340,6 +458,12 @@ class KindIn:
 
     def __init__(self, value: Any) -> None:
         self.kinds = frozenset(_globs(value))
+
+    key_field: ClassVar[str | None] = "kind"
+
+    def holds(self, probe: Probe) -> bool | None:
+        """True when the kind is listed."""
+        return probe.session.kind in self.kinds
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when the kind is listed."""
@@ -372,6 +496,13 @@ def state_since(session: Session, ctx: EvalContext) -> datetime | None:
     ):
         return history.state_since
     return None
+
+
+def created_at(session: Session, ctx: EvalContext) -> datetime | None:
+    """When the session was created: the provider's value, else janitor's first sighting."""
+    if session.created_at is None and ctx.history is not None:
+        return ctx.history.first_seen
+    return session.created_at
 
 
 def last_activity(session: Session, ctx: EvalContext) -> datetime | None:

@@ -17,6 +17,11 @@ Rules, in order:
 6. Dry-run policies report ``act`` (the sweep records ``would_act``) and never warn.
 7. ``notify`` acts once per mark. ``grace``: warn first, wait, act once the grace has
    passed since the warning was delivered.
+
+:func:`decide` runs the policies compiled (:mod:`janitor.policy.compiled`: reasons only for
+the deciding policy and the misses a no-match reason names); :func:`decide_readable` is the
+readable evaluator every condition's reason comes from, kept as the reference the compiled
+one is proved against, and :func:`explain` shows every policy's :class:`Evaluation`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from datetime import UTC, datetime
 
 from janitor.durations import format_duration
 from janitor.model import (
-    QUIET_STATES,
     Action,
     Decision,
     History,
@@ -37,8 +41,30 @@ from janitor.model import (
     State,
     Verdict,
 )
+from janitor.policy.compiled import (
+    Chosen,
+    CompiledPolicies,
+    consents,
+    exemption,
+    gate,
+    ordered,
+)
 from janitor.policy.conditions import EvalContext, Match, elapsed
 from janitor.policy.spec import Policy
+
+__all__ = [
+    "KEPT",
+    "CompiledPolicies",
+    "Evaluation",
+    "consents",
+    "decide",
+    "decide_readable",
+    "evaluate",
+    "exempt_reason",
+    "explain",
+    "kept_reason",
+    "ordered",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,19 +85,11 @@ class Evaluation:
     gate: str | None = None
 
 
-def ordered(policies: Sequence[Policy]) -> list[Policy]:
-    """Enabled policies in evaluation order."""
-    return sorted((p for p in policies if p.enabled), key=lambda p: (p.priority, p.name))
-
-
 def evaluate(policy: Policy, session: Session, ctx: EvalContext) -> Evaluation:
     """Evaluate one policy's match and exempt blocks against a session."""
-    if not consents(policy, session):
-        reason = f"state {session.state} is only matched by a policy that lists it"
-        return Evaluation(policy=policy, matched=False, reasons=(reason,), gate=reason)
-    if not session.allows(policy.action):
-        reason = f"{policy.action} is not possible in provider state {session.provider_state}"
-        return Evaluation(policy=policy, matched=False, reasons=(reason,), gate=reason)
+    closed = gate(policy, session)
+    if closed is not None:
+        return Evaluation(policy=policy, matched=False, reasons=(closed,), gate=closed)
     results = tuple((c.name, c.evaluate(session, ctx)) for c in policy.match)
     failed = [r.reason for _, r in results if r.value is not True]
     if failed:
@@ -88,19 +106,6 @@ def evaluate(policy: Policy, session: Session, ctx: EvalContext) -> Evaluation:
     )
 
 
-def consents(policy: Policy, session: Session) -> bool:
-    """True when ``policy`` may match a session in its state (DESIGN 6 "Quiet states").
-
-    Quiet states match by default; any other state only when the policy names it in
-    ``match.state`` or names the session's provider state in ``match.provider_state``.
-    """
-    return (
-        session.state in QUIET_STATES
-        or session.state in policy.explicit_states
-        or session.provider_state.lower() in policy.explicit_provider_states
-    )
-
-
 def exempt_reason(policy: Policy, session: Session, ctx: EvalContext) -> str | None:
     """Why ``policy``'s ``exempt`` block exempts the session (an unknown exempts), or None."""
     return _exempt_reason([c.evaluate(session, ctx) for c in policy.exempt])
@@ -108,16 +113,15 @@ def exempt_reason(policy: Policy, session: Session, ctx: EvalContext) -> str | N
 
 def _exempt_reason(results: list[Match]) -> str | None:
     for result in results:
-        if result.value is True:
-            return result.reason
-        if result.value is None:
-            return f"{result.reason}, exempt to be safe"
+        reason = exemption(result)
+        if reason is not None:
+            return reason
     return None
 
 
 def decide(
     session: Session,
-    policies: Sequence[Policy],
+    policies: Sequence[Policy] | CompiledPolicies,
     now: datetime,
     history: History | None,
     *,
@@ -125,7 +129,62 @@ def decide(
 ) -> Decision:
     """Decide what to do with one session now. Pure: same inputs, same decision.
 
-    ``keep`` is the session's keep, if an admin kept it (an expired one protects nothing).
+    ``policies`` is best compiled once (:class:`CompiledPolicies`) for many sessions; a plain
+    sequence is compiled for this one call. ``keep`` is the session's keep, if an admin kept
+    it (an expired one protects nothing). The decision is :func:`decide_readable`'s.
+    """
+    closed = _before_policies(session, now, history, keep)
+    if closed is not None:
+        return closed
+    compiled = policies if isinstance(policies, CompiledPolicies) else CompiledPolicies(policies)
+    ctx = EvalContext(now=now, history=history)
+    found = compiled.choose(session, ctx)
+    if isinstance(found, Chosen):
+        return _decide_matched(session, found.policy, found.reasons, found.exempt_reason, ctx)
+    if found.reason is None:
+        return _skip(session, "no_policy", "no enabled policy applies to this target")
+    return _skip(session, "no_match", found.reason)
+
+
+def _before_policies(
+    session: Session, now: datetime, history: History | None, keep: Keep | None
+) -> Decision | None:
+    """Rules 1, 2 and 2a: the skip of a record not trusted, in state unknown, or kept."""
+    if session.anomalies or _has_naive(session, history):
+        untrusted = [*session.anomalies, *_naive(session, history)]
+        return _skip(session, "malformed", "record not trusted: " + "; ".join(untrusted))
+    if session.state is State.UNKNOWN:
+        return _skip(
+            session,
+            "unknown_state",
+            f"provider state {session.provider_state!r} is unknown; never acted on",
+        )
+    if keep is not None and keep.holds(now):
+        return _skip(session, KEPT, kept_reason(keep))
+    return None
+
+
+def _has_naive(session: Session, history: History | None) -> bool:
+    """True when :func:`_naive` would name a timestamp, without naming it."""
+    values = [session.last_activity, session.created_at, session.state_since]
+    if history is not None:
+        values += (history.first_seen, history.state_since, history.activity_since)
+        if history.mark is not None:
+            values += (history.mark.marked_at, history.mark.warned_at)
+    return any(value is not None and value.utcoffset() is None for value in values)
+
+
+def decide_readable(
+    session: Session,
+    policies: Sequence[Policy],
+    now: datetime,
+    history: History | None,
+    *,
+    keep: Keep | None = None,
+) -> Decision:
+    """:func:`decide` by the readable evaluator: every policy's reasons built, in order.
+
+    The reference the compiled engine is proved against (``tests/unit/test_compiled_engine.py``).
     """
     untrusted = [*session.anomalies, *_naive(session, history)]
     if untrusted:
@@ -145,7 +204,9 @@ def decide(
             continue
         evaluation = evaluate(policy, session, ctx)
         if evaluation.matched:
-            return _decide_matched(session, evaluation, ctx)
+            return _decide_matched(
+                session, policy, evaluation.reasons, evaluation.exempt_reason, ctx
+            )
         misses.append(f"{policy.name}: {evaluation.reasons[0]}")
     if not misses:
         return _skip(session, "no_policy", "no enabled policy applies to this target")
@@ -189,16 +250,22 @@ def _utc(value: datetime, seconds: bool = False) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
-def _decide_matched(session: Session, evaluation: Evaluation, ctx: EvalContext) -> Decision:
-    policy = evaluation.policy
+def _decide_matched(
+    session: Session,
+    policy: Policy,
+    reasons: tuple[str, ...],
+    exempted: str | None,
+    ctx: EvalContext,
+) -> Decision:
+    """Rules 4 to 7 for the policy that matched, with its reasons and its exemption."""
     tag = f"(policy {policy.ref})"
-    if evaluation.exempt_reason is not None:
+    if exempted is not None:
         return Decision(
             session=session,
             verdict=Verdict.SKIP,
             policy=policy.ref,
             code="exempt",
-            reason=f"exempt: {evaluation.exempt_reason} {tag}",
+            reason=f"exempt: {exempted} {tag}",
         )
     history = ctx.history
     previous = history.streak if history and history.streak_policy == policy.name else 0
@@ -207,9 +274,7 @@ def _decide_matched(session: Session, evaluation: Evaluation, ctx: EvalContext) 
         if history and history.mark and history.mark.counts_for(policy.name, policy.action)
         else None
     )
-    verdict, code, text = _stage(
-        policy, " and ".join(evaluation.reasons), previous + 1, mark, ctx.now
-    )
+    verdict, code, text = _stage(policy, " and ".join(reasons), previous + 1, mark, ctx.now)
     return Decision(
         session=session,
         verdict=verdict,
