@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -251,6 +252,7 @@ class IdleFor:
 
     def __init__(self, value: Any) -> None:
         self.duration = _duration(value)
+        self.limit = format_duration(self.duration)
 
     key_field: ClassVar[str | None] = None
 
@@ -261,12 +263,12 @@ class IdleFor:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the idle time with the limit."""
-        limit = format_duration(self.duration)
+        limit = self.limit
         last = last_activity(session, ctx)
         if last is None:
             return Match(None, "last activity unknown", None, f"≥ {limit}")
         idle = elapsed(ctx.now, last)
-        seen = f"idle {format_short(idle)}"
+        seen = f"idle {_short(idle)}"
         if idle >= self.duration:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
         return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
@@ -280,6 +282,7 @@ class InStateFor:
 
     def __init__(self, value: Any) -> None:
         self.duration = _duration(value)
+        self.limit = format_duration(self.duration)
 
     key_field: ClassVar[str | None] = None
 
@@ -290,12 +293,12 @@ class InStateFor:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the time in state with the limit."""
-        limit = format_duration(self.duration)
+        limit = self.limit
         since = state_since(session, ctx)
         if since is None:
             return Match(None, f"time in state {session.state} unknown", None, f"≥ {limit}")
         spent = elapsed(ctx.now, since)
-        seen = f"{session.state} for {format_short(spent)}"
+        seen = f"{session.state} for {_short(spent)}"
         if spent >= self.duration:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
         return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
@@ -309,6 +312,7 @@ class AgeAtLeast:
 
     def __init__(self, value: Any) -> None:
         self.duration = _duration(value)
+        self.limit = format_duration(self.duration)
 
     key_field: ClassVar[str | None] = None
 
@@ -319,13 +323,13 @@ class AgeAtLeast:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the age with the limit."""
-        limit = format_duration(self.duration)
+        limit = self.limit
         created = created_at(session, ctx)
         source = "age" if session.created_at is not None else "seen for"
         if created is None:
             return Match(None, "age unknown", None, f"≥ {limit}")
         age = elapsed(ctx.now, created)
-        seen = f"{source} {format_short(age)}"
+        seen = f"{source} {_short(age)}"
         if age >= self.duration:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
         return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
@@ -471,6 +475,24 @@ class KindIn:
         if session.kind in self.kinds:
             return Match(True, f"kind {session.kind}", seen, wanted)
         return Match(False, f"kind {session.kind} not in {sorted(self.kinds)}", seen, wanted)
+
+
+#: Durations up to this many seconds (ten years) have their short form remembered.
+_REMEMBERED_SHORT = 10 * 365 * 86400
+
+
+def _short(value: timedelta) -> str:
+    """:func:`format_short`, remembered by whole second (all it depends on): an idle time
+    in a reason costs a dictionary look-up once the fleet has shown that second."""
+    seconds = int(value.total_seconds())
+    if abs(seconds) > _REMEMBERED_SHORT:
+        return format_short(value)
+    return _short_of(seconds)
+
+
+@functools.lru_cache(maxsize=65536)
+def _short_of(seconds: int) -> str:
+    return format_short(timedelta(seconds=seconds))
 
 
 def elapsed(now: datetime, since: datetime) -> timedelta:

@@ -166,11 +166,19 @@ def _before_policies(
 
 def _has_naive(session: Session, history: History | None) -> bool:
     """True when :func:`_naive` would name a timestamp, without naming it."""
-    values = [session.last_activity, session.created_at, session.state_since]
-    if history is not None:
-        values += (history.first_seen, history.state_since, history.activity_since)
-        if history.mark is not None:
-            values += (history.mark.marked_at, history.mark.warned_at)
+    for value in (session.last_activity, session.created_at, session.state_since):
+        if value is not None and value.utcoffset() is None:
+            return True
+    if history is None:
+        return False
+    mark = history.mark
+    values: tuple[datetime | None, ...] = (
+        history.first_seen,
+        history.state_since,
+        history.activity_since,
+    )
+    if mark is not None:
+        values += (mark.marked_at, mark.warned_at)
     return any(value is not None and value.utcoffset() is None for value in values)
 
 
