@@ -26,8 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
 
-from janitor.model import QUIET_STATES, Action, Session, State
+from janitor.model import QUIET_STATES, Action, History, PolicyRef, Session, State
 from janitor.policy.conditions import Condition, EvalContext, Match, Probe
 from janitor.policy.spec import Policy
 
@@ -96,6 +98,7 @@ class Candidate:
     """
 
     policy: Policy
+    ref: PolicyRef
     checks: tuple[Condition, ...]
     parts: tuple[Part, ...]
 
@@ -105,27 +108,26 @@ class Route:
     """What a :data:`RouteKey` decides for every session that has it.
 
     ``applicable`` counts the enabled policies that apply to the target; ``misses`` says how
-    to explain the first three of them if none matches (``name: `` prefixed to fixed
-    reasons); ``fixed`` is the whole no-match reason when no step needs the session.
+    to explain the first three of them if none matches; ``fixed`` is the answer when no
+    policy matches and no step of a shown miss needs the session (None: one does).
     """
 
     candidates: tuple[Candidate, ...]
     applicable: int
     misses: tuple[tuple[Policy, tuple[Step, ...]], ...]
-    fixed: str | None
+    fixed: Unmatched | None
 
 
-@dataclass(frozen=True, slots=True)
-class Chosen:
+class Chosen(NamedTuple):
     """The deciding policy, its match reasons and why it exempts the session (or None)."""
 
     policy: Policy
+    ref: PolicyRef
     reasons: tuple[str, ...]
     exempt_reason: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Unmatched:
+class Unmatched(NamedTuple):
     """No policy matched: ``applicable`` policies applied; ``reason`` says why (None: none)."""
 
     applicable: int
@@ -142,6 +144,15 @@ class CompiledPolicies:
         self.policies: tuple[Policy, ...] = tuple(policies)
         self.order: tuple[Policy, ...] = tuple(ordered(policies))
         self._routes: dict[RouteKey, Route] = {}
+        self._context: EvalContext | None = None
+
+    def context(self, now: datetime, history: History | None) -> EvalContext:
+        """``EvalContext(now, history)``; the last one again while both are the same objects
+        (sessions without memory share it: it is immutable)."""
+        ctx = self._context
+        if ctx is None or ctx.now is not now or ctx.history is not history:
+            ctx = self._context = EvalContext(now=now, history=history)
+        return ctx
 
     def choose(self, session: Session, ctx: EvalContext) -> Chosen | Unmatched:
         """The policy that decides ``session`` (first in order whose match holds), if any."""
@@ -149,6 +160,8 @@ class CompiledPolicies:
         route = self._routes.get(key)
         if route is None:
             route = self._route(key, session, ctx)
+        if not route.candidates and route.fixed is not None:
+            return route.fixed
         probe = Probe(session, ctx)
         for candidate in route.candidates:
             for check in candidate.checks:
@@ -156,8 +169,8 @@ class CompiledPolicies:
                     break
             else:
                 return _chosen(candidate, probe)
-        if route.applicable == 0 or route.fixed is not None:
-            return Unmatched(applicable=route.applicable, reason=route.fixed)
+        if route.fixed is not None:
+            return route.fixed
         return Unmatched(applicable=route.applicable, reason=_no_match(route, probe))
 
     def _route(self, key: RouteKey, session: Session, ctx: EvalContext) -> Route:
@@ -214,19 +227,22 @@ def _compile_for_key(
             return None, tuple(steps)
         parts.append(answer.reason)
     checks = tuple(c for c in policy.match if c.key_field is None)
-    return Candidate(policy=policy, checks=checks, parts=tuple(parts)), tuple(steps)
+    candidate = Candidate(policy=policy, ref=policy.ref, checks=checks, parts=tuple(parts))
+    return candidate, tuple(steps)
 
 
-def _fixed_reason(misses: list[tuple[Policy, tuple[Step, ...]]], applicable: int) -> str | None:
-    """The no-match reason when every shown miss is explained by the key alone."""
+def _fixed_reason(
+    misses: list[tuple[Policy, tuple[Step, ...]]], applicable: int
+) -> Unmatched | None:
+    """The answer when no policy matches and the key alone explains every shown miss."""
     if applicable == 0:
-        return None
+        return Unmatched(applicable=0, reason=None)
     lines = []
     for policy, steps in misses:
         if not steps or not isinstance(steps[0], str):
             return None
         lines.append(f"{policy.name}: {steps[0]}")
-    return _no_match_text(lines, applicable)
+    return Unmatched(applicable=applicable, reason=_no_match_text(lines, applicable))
 
 
 def _no_match_text(lines: list[str], applicable: int) -> str:
@@ -245,20 +261,19 @@ def _first_miss(steps: tuple[Step, ...], probe: Probe) -> str:
         if isinstance(step, str):
             return step
         if step.holds(probe) is not True:
-            return step.evaluate(probe.session, probe.ctx).reason
+            return step.explain(probe).reason
     # Every per-session check held, so this policy matched: choose() never gets here.
     raise AssertionError("a policy that matched was explained as a miss")
 
 
 def _chosen(candidate: Candidate, probe: Probe) -> Chosen:
     """The deciding policy's reasons and exemption, built from the conditions' ``evaluate``."""
-    session, ctx = probe.session, probe.ctx
     reasons = tuple(
-        part if isinstance(part, str) else part.evaluate(session, ctx).reason
-        for part in candidate.parts
+        [part if isinstance(part, str) else part.explain(probe).reason for part in candidate.parts]
     )
     return Chosen(
         policy=candidate.policy,
+        ref=candidate.ref,
         reasons=reasons,
         exempt_reason=_exempt_reason(candidate.policy.exempt, probe),
     )
@@ -269,7 +284,7 @@ def _exempt_reason(conditions: tuple[Condition, ...], probe: Probe) -> str | Non
     for condition in conditions:
         if condition.holds(probe) is False:
             continue
-        reason = exemption(condition.evaluate(probe.session, probe.ctx))
+        reason = exemption(condition.explain(probe))
         if reason is not None:
             return reason
     return None

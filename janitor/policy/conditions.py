@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -108,6 +109,22 @@ class Condition(Protocol):
         """The value ``evaluate`` answers, without its reason."""
         ...
 
+    def explain(self, probe: Probe) -> Match:
+        """``evaluate``'s answer for the probed session (reusing the probe's times)."""
+        ...
+
+
+class _Evaluates(Protocol):
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match: ...
+
+
+class _Reasoned:
+    """``explain`` for conditions that need nothing from the probe: ``evaluate``."""
+
+    def explain(self: _Evaluates, probe: Probe) -> Match:
+        """``evaluate``'s answer for the probed session."""
+        return self.evaluate(probe.session, probe.ctx)
+
 
 class ConditionType(Protocol):
     """A condition class: built from the policy's value for its key."""
@@ -183,12 +200,17 @@ def _globs(value: Any) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+def _compiled_globs(patterns: tuple[str, ...]) -> tuple[Callable[[str], object], ...]:
+    """The matchers ``fnmatch.fnmatchcase`` uses for ``patterns``, compiled once."""
+    return tuple(re.compile(fnmatch.translate(p)).match for p in patterns)
+
+
 def _any_glob(text: str | None, patterns: tuple[str, ...]) -> bool:
     return text is not None and any(fnmatch.fnmatchcase(text, p) for p in patterns)
 
 
 @condition("state")
-class StateIn:
+class StateIn(_Reasoned):
     """Normalized state is one of the listed states. ``unknown`` cannot be listed."""
 
     name: ClassVar[str]
@@ -222,7 +244,7 @@ class StateIn:
 
 
 @condition("provider_state")
-class ProviderStateIn:
+class ProviderStateIn(_Reasoned):
     """The provider's own state (case-insensitive) is one of the listed values."""
 
     name: ClassVar[str]
@@ -263,11 +285,17 @@ class IdleFor:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the idle time with the limit."""
-        limit = self.limit
         last = last_activity(session, ctx)
-        if last is None:
+        return self._judged(None if last is None else elapsed(ctx.now, last))
+
+    def explain(self, probe: Probe) -> Match:
+        """``evaluate``'s answer, from the probe's idle time."""
+        return self._judged(probe.idle())
+
+    def _judged(self, idle: timedelta | None) -> Match:
+        limit = self.limit
+        if idle is None:
             return Match(None, "last activity unknown", None, f"≥ {limit}")
-        idle = elapsed(ctx.now, last)
         seen = f"idle {_short(idle)}"
         if idle >= self.duration:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
@@ -293,11 +321,17 @@ class InStateFor:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the time in state with the limit."""
-        limit = self.limit
         since = state_since(session, ctx)
-        if since is None:
+        return self._judged(session, None if since is None else elapsed(ctx.now, since))
+
+    def explain(self, probe: Probe) -> Match:
+        """``evaluate``'s answer, from the probe's time in state."""
+        return self._judged(probe.session, probe.in_state())
+
+    def _judged(self, session: Session, spent: timedelta | None) -> Match:
+        limit = self.limit
+        if spent is None:
             return Match(None, f"time in state {session.state} unknown", None, f"≥ {limit}")
-        spent = elapsed(ctx.now, since)
         seen = f"{session.state} for {_short(spent)}"
         if spent >= self.duration:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
@@ -323,12 +357,18 @@ class AgeAtLeast:
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the age with the limit."""
-        limit = self.limit
         created = created_at(session, ctx)
+        return self._judged(session, None if created is None else elapsed(ctx.now, created))
+
+    def explain(self, probe: Probe) -> Match:
+        """``evaluate``'s answer, from the probe's age."""
+        return self._judged(probe.session, probe.age())
+
+    def _judged(self, session: Session, age: timedelta | None) -> Match:
+        limit = self.limit
         source = "age" if session.created_at is not None else "seen for"
-        if created is None:
+        if age is None:
             return Match(None, "age unknown", None, f"≥ {limit}")
-        age = elapsed(ctx.now, created)
         seen = f"{source} {_short(age)}"
         if age >= self.duration:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
@@ -336,7 +376,7 @@ class AgeAtLeast:
 
 
 @condition("max_connections")
-class MaxConnections:
+class MaxConnections(_Reasoned):
     """At most this many clients connected. Unknown never matches."""
 
     name: ClassVar[str]
@@ -365,19 +405,21 @@ class MaxConnections:
 
 
 @condition("name")
-class NameGlob:
+class NameGlob(_Reasoned):
     """The session name matches one of the globs (``keep-*``)."""
 
     name: ClassVar[str]
 
     def __init__(self, value: Any) -> None:
         self.patterns = _globs(value)
+        self._globs = _compiled_globs(self.patterns)
 
     key_field: ClassVar[str | None] = None
 
     def holds(self, probe: Probe) -> bool | None:
         """True when a glob matches the name."""
-        return _any_glob(probe.session.name, self.patterns)
+        name = probe.session.name
+        return any(match(name) is not None for match in self._globs)
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when a glob matches the name."""
@@ -388,20 +430,23 @@ class NameGlob:
 
 
 @condition("owner")
-class OwnerGlob:
+class OwnerGlob(_Reasoned):
     """The owner matches one of the globs. Unknown owner: unknown."""
 
     name: ClassVar[str]
 
     def __init__(self, value: Any) -> None:
         self.patterns = _globs(value)
+        self._globs = _compiled_globs(self.patterns)
 
     key_field: ClassVar[str | None] = None
 
     def holds(self, probe: Probe) -> bool | None:
         """True when a glob matches the owner; None when the owner is unknown."""
         owner = probe.session.owner
-        return None if owner is None else _any_glob(owner, self.patterns)
+        if owner is None:
+            return None
+        return any(match(owner) is not None for match in self._globs)
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when a glob matches the owner."""
@@ -415,7 +460,7 @@ class OwnerGlob:
 
 
 @condition("labels")
-class LabelsMatch:
+class LabelsMatch(_Reasoned):
     """Every listed label is present and matches its glob."""
 
     name: ClassVar[str]
@@ -455,7 +500,7 @@ class LabelsMatch:
 
 
 @condition("kind")
-class KindIn:
+class KindIn(_Reasoned):
     """The session kind (``notebook``, ``kernel``, ``sql``, ``job``, ...) is listed."""
 
     name: ClassVar[str]

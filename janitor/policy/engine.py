@@ -37,6 +37,7 @@ from janitor.model import (
     History,
     Keep,
     Mark,
+    PolicyRef,
     Session,
     State,
     Verdict,
@@ -137,10 +138,12 @@ def decide(
     if closed is not None:
         return closed
     compiled = policies if isinstance(policies, CompiledPolicies) else CompiledPolicies(policies)
-    ctx = EvalContext(now=now, history=history)
+    ctx = compiled.context(now, history)
     found = compiled.choose(session, ctx)
     if isinstance(found, Chosen):
-        return _decide_matched(session, found.policy, found.reasons, found.exempt_reason, ctx)
+        return _decide_matched(
+            session, found.policy, found.reasons, found.exempt_reason, ctx, ref=found.ref
+        )
     if found.reason is None:
         return _skip(session, "no_policy", "no enabled policy applies to this target")
     return _skip(session, "no_match", found.reason)
@@ -264,14 +267,20 @@ def _decide_matched(
     reasons: tuple[str, ...],
     exempted: str | None,
     ctx: EvalContext,
+    *,
+    ref: PolicyRef | None = None,
 ) -> Decision:
-    """Rules 4 to 7 for the policy that matched, with its reasons and its exemption."""
-    tag = f"(policy {policy.ref})"
+    """Rules 4 to 7 for the policy that matched, with its reasons and its exemption.
+
+    ``ref`` is ``policy.ref`` when the caller holds it already.
+    """
+    ref = ref or policy.ref
+    tag = f"(policy {ref})"
     if exempted is not None:
         return Decision(
             session=session,
             verdict=Verdict.SKIP,
-            policy=policy.ref,
+            policy=ref,
             code="exempt",
             reason=f"exempt: {exempted} {tag}",
         )
@@ -288,7 +297,7 @@ def _decide_matched(
         verdict=verdict,
         code=code,
         reason=f"{text} {tag}",
-        policy=policy.ref,
+        policy=ref,
         action=policy.action,
         dry_run=policy.dry_run,
         streak=previous + 1,

@@ -176,10 +176,11 @@ def test_compiled_decisions_equal_the_readable_evaluators(
 
 
 @given(fleets(), st.sampled_from(ALL_KEYS), st.data())
-def test_every_condition_holds_as_it_evaluates(
+def test_every_condition_holds_and_explains_as_it_evaluates(
     fleet: tuple[list[Policy], datetime, list[Case]], key: str, data: st.DataObject
 ) -> None:
-    """``holds`` (the compiled answer) is the value ``evaluate`` (the reasoned one) gives."""
+    """``holds`` (the compiled answer) is the value ``evaluate`` (the reasoned one) gives, and
+    ``explain`` (from the probe's times) its very answer."""
     _, now, cases = fleet
     condition = CONDITIONS[key](data.draw(CONDITION_VALUES[key]))
     for session, history, _ in cases:
@@ -191,7 +192,9 @@ def test_every_condition_holds_as_it_evaluates(
         ctx = EvalContext(now=now, history=history)
         if history is not None and history.state_since.utcoffset() is None:
             continue
-        assert condition.holds(Probe(session, ctx)) is condition.evaluate(session, ctx).value
+        answer = condition.evaluate(session, ctx)
+        assert condition.holds(Probe(session, ctx)) is answer.value
+        assert condition.explain(Probe(session, ctx)) == answer
 
 
 @given(st.integers(-(10**12), 10**12))
