@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -200,9 +200,40 @@ def _globs(value: Any) -> tuple[str, ...]:
     return tuple(patterns)
 
 
-def _compiled_globs(patterns: tuple[str, ...]) -> tuple[Callable[[str], object], ...]:
-    """The matchers ``fnmatch.fnmatchcase`` uses for ``patterns``, compiled once."""
-    return tuple(re.compile(fnmatch.translate(p)).match for p in patterns)
+_K = TypeVar("_K")
+
+
+class _Answers(Generic[_K]):
+    """Answers a condition remembers by everything they depend on (a few thousand at most).
+
+    Conditions answer the same for the same key, so a remembered (immutable) Match is the
+    very answer it would build again.
+    """
+
+    __slots__ = ("_answers",)
+
+    #: Beyond this many, the memory starts over.
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._answers: dict[_K, Match] = {}
+
+    def get(self, key: _K) -> Match | None:
+        """The remembered answer for ``key``, if any."""
+        return self._answers.get(key)
+
+    def remember(self, key: _K, answer: Match) -> Match:
+        """Remember ``answer`` for ``key``; return it."""
+        if len(self._answers) >= self.LIMIT:
+            self._answers.clear()
+        self._answers[key] = answer
+        return answer
+
+
+def _compiled_globs(patterns: tuple[str, ...]) -> Callable[[str], object]:
+    """One matcher for any of ``patterns``: the expressions ``fnmatch.fnmatchcase`` uses for
+    each (anchored at both ends), as alternatives of one expression compiled once."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
 
 
 def _any_glob(text: str | None, patterns: tuple[str, ...]) -> bool:
@@ -275,6 +306,7 @@ class IdleFor:
     def __init__(self, value: Any) -> None:
         self.duration = _duration(value)
         self.limit = format_duration(self.duration)
+        self._answers: _Answers[tuple[int, bool]] = _Answers()
 
     key_field: ClassVar[str | None] = None
 
@@ -293,11 +325,20 @@ class IdleFor:
         return self._judged(probe.idle())
 
     def _judged(self, idle: timedelta | None) -> Match:
-        limit = self.limit
         if idle is None:
-            return Match(None, "last activity unknown", None, f"≥ {limit}")
+            return Match(None, "last activity unknown", None, f"≥ {self.limit}")
+        held = idle >= self.duration
+        # The answer depends on the whole seconds (the reason) and on `held` alone.
+        key = (int(idle.total_seconds()), held)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self._answers.remember(key, self._reasoned(idle, held))
+        return answer
+
+    def _reasoned(self, idle: timedelta, held: bool) -> Match:
+        limit = self.limit
         seen = f"idle {_short(idle)}"
-        if idle >= self.duration:
+        if held:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
         return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
 
@@ -385,6 +426,7 @@ class MaxConnections(_Reasoned):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConditionError("must be a whole number ≥ 0")
         self.limit = value
+        self._answers: _Answers[int | None] = _Answers()
 
     key_field: ClassVar[str | None] = None
 
@@ -395,6 +437,12 @@ class MaxConnections(_Reasoned):
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the connection count with the limit."""
+        answer = self._answers.get(session.connections)
+        if answer is None:
+            answer = self._answers.remember(session.connections, self._reasoned(session))
+        return answer
+
+    def _reasoned(self, session: Session) -> Match:
         wanted = f"≤ {self.limit}"
         if session.connections is None:
             return Match(None, "connections unknown", None, wanted)
@@ -412,14 +460,13 @@ class NameGlob(_Reasoned):
 
     def __init__(self, value: Any) -> None:
         self.patterns = _globs(value)
-        self._globs = _compiled_globs(self.patterns)
+        self._glob = _compiled_globs(self.patterns)
 
     key_field: ClassVar[str | None] = None
 
     def holds(self, probe: Probe) -> bool | None:
         """True when a glob matches the name."""
-        name = probe.session.name
-        return any(match(name) is not None for match in self._globs)
+        return self._glob(probe.session.name) is not None
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when a glob matches the name."""
@@ -437,16 +484,14 @@ class OwnerGlob(_Reasoned):
 
     def __init__(self, value: Any) -> None:
         self.patterns = _globs(value)
-        self._globs = _compiled_globs(self.patterns)
+        self._glob = _compiled_globs(self.patterns)
 
     key_field: ClassVar[str | None] = None
 
     def holds(self, probe: Probe) -> bool | None:
         """True when a glob matches the owner; None when the owner is unknown."""
         owner = probe.session.owner
-        if owner is None:
-            return None
-        return any(match(owner) is not None for match in self._globs)
+        return None if owner is None else self._glob(owner) is not None
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when a glob matches the owner."""
