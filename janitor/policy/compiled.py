@@ -84,6 +84,11 @@ def exemption(result: Match) -> str | None:
     return None
 
 
+def policy_tag(ref: PolicyRef) -> str:
+    """``(policy idle v3)``: how a decision's reason names its policy."""
+    return f"(policy {ref})"
+
+
 def route_key(session: Session) -> RouteKey:
     """The fields a session's route depends on."""
     return (session.target, session.state, session.provider_state, session.kind, session.actions)
@@ -99,6 +104,7 @@ class Candidate:
 
     policy: Policy
     ref: PolicyRef
+    tag: str
     checks: tuple[Condition, ...]
     parts: tuple[Part, ...]
 
@@ -119,10 +125,12 @@ class Route:
 
 
 class Chosen(NamedTuple):
-    """The deciding policy, its match reasons and why it exempts the session (or None)."""
+    """The deciding policy (its ref and :func:`policy_tag`), its match reasons and why it
+    exempts the session (or None)."""
 
     policy: Policy
     ref: PolicyRef
+    tag: str
     reasons: tuple[str, ...]
     exempt_reason: str | None
 
@@ -227,7 +235,10 @@ def _compile_for_key(
             return None, tuple(steps)
         parts.append(answer.reason)
     checks = tuple(c for c in policy.match if c.key_field is None)
-    candidate = Candidate(policy=policy, ref=policy.ref, checks=checks, parts=tuple(parts))
+    ref = policy.ref
+    candidate = Candidate(
+        policy=policy, ref=ref, tag=policy_tag(ref), checks=checks, parts=tuple(parts)
+    )
     return candidate, tuple(steps)
 
 
@@ -274,6 +285,7 @@ def _chosen(candidate: Candidate, probe: Probe) -> Chosen:
     return Chosen(
         policy=candidate.policy,
         ref=candidate.ref,
+        tag=candidate.tag,
         reasons=reasons,
         exempt_reason=_exempt_reason(candidate.policy.exempt, probe),
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from pydantic import TypeAdapter, ValidationError
 
-from janitor.durations import Duration, format_duration, format_short
+from janitor.durations import Duration, format_duration
 from janitor.model import History, Session, State
 
 
@@ -306,7 +305,6 @@ class IdleFor:
     def __init__(self, value: Any) -> None:
         self.duration = _duration(value)
         self.limit = format_duration(self.duration)
-        self._answers: _Answers[tuple[int, bool]] = _Answers()
 
     key_field: ClassVar[str | None] = None
 
@@ -325,20 +323,11 @@ class IdleFor:
         return self._judged(probe.idle())
 
     def _judged(self, idle: timedelta | None) -> Match:
-        if idle is None:
-            return Match(None, "last activity unknown", None, f"≥ {self.limit}")
-        held = idle >= self.duration
-        # The answer depends on the whole seconds (the reason) and on `held` alone.
-        key = (int(idle.total_seconds()), held)
-        answer = self._answers.get(key)
-        if answer is None:
-            answer = self._answers.remember(key, self._reasoned(idle, held))
-        return answer
-
-    def _reasoned(self, idle: timedelta, held: bool) -> Match:
         limit = self.limit
+        if idle is None:
+            return Match(None, "last activity unknown", None, f"≥ {limit}")
         seen = f"idle {_short(idle)}"
-        if held:
+        if idle >= self.duration:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
         return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
 
@@ -567,22 +556,27 @@ class KindIn(_Reasoned):
         return Match(False, f"kind {session.kind} not in {sorted(self.kinds)}", seen, wanted)
 
 
-#: Durations up to this many seconds (ten years) have their short form remembered.
-_REMEMBERED_SHORT = 10 * 365 * 86400
-
-
 def _short(value: timedelta) -> str:
-    """:func:`format_short`, remembered by whole second (all it depends on): an idle time
-    in a reason costs a dictionary look-up once the fleet has shown that second."""
+    """:func:`~janitor.durations.format_short` by arithmetic (a reason per deciding policy
+    costs no regular expression): the two largest units from the first that is not zero,
+    zeros left out, rounded down to the second like ``format_duration``."""
     seconds = int(value.total_seconds())
-    if abs(seconds) > _REMEMBERED_SHORT:
-        return format_short(value)
+    if seconds < 0:
+        return "-" + _short_of(-seconds)
     return _short_of(seconds)
 
 
-@functools.lru_cache(maxsize=65536)
 def _short_of(seconds: int) -> str:
-    return format_short(timedelta(seconds=seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, rest = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+    return f"{rest}s"
 
 
 def elapsed(now: datetime, since: datetime) -> timedelta:

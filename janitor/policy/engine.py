@@ -37,7 +37,6 @@ from janitor.model import (
     History,
     Keep,
     Mark,
-    PolicyRef,
     Session,
     State,
     Verdict,
@@ -49,6 +48,7 @@ from janitor.policy.compiled import (
     exemption,
     gate,
     ordered,
+    policy_tag,
 )
 from janitor.policy.conditions import EvalContext, Match, elapsed
 from janitor.policy.spec import Policy
@@ -134,16 +134,20 @@ def decide(
     sequence is compiled for this one call. ``keep`` is the session's keep, if an admin kept
     it (an expired one protects nothing). The decision is :func:`decide_readable`'s.
     """
-    closed = _before_policies(session, now, history, keep)
-    if closed is not None:
-        return closed
+    if (
+        session.anomalies
+        or session.state is State.UNKNOWN
+        or keep is not None
+        or (_has_naive(session, history))
+    ):
+        closed = _before_policies(session, now, history, keep)
+        if closed is not None:
+            return closed
     compiled = policies if isinstance(policies, CompiledPolicies) else CompiledPolicies(policies)
     ctx = compiled.context(now, history)
     found = compiled.choose(session, ctx)
     if isinstance(found, Chosen):
-        return _decide_matched(
-            session, found.policy, found.reasons, found.exempt_reason, ctx, ref=found.ref
-        )
+        return _decide_matched(session, found, ctx)
     if found.reason is None:
         return _skip(session, "no_policy", "no enabled policy applies to this target")
     return _skip(session, "no_match", found.reason)
@@ -215,9 +219,14 @@ def decide_readable(
             continue
         evaluation = evaluate(policy, session, ctx)
         if evaluation.matched:
-            return _decide_matched(
-                session, policy, evaluation.reasons, evaluation.exempt_reason, ctx
+            chosen = Chosen(
+                policy=policy,
+                ref=policy.ref,
+                tag=policy_tag(policy.ref),
+                reasons=evaluation.reasons,
+                exempt_reason=evaluation.exempt_reason,
             )
+            return _decide_matched(session, chosen, ctx)
         misses.append(f"{policy.name}: {evaluation.reasons[0]}")
     if not misses:
         return _skip(session, "no_policy", "no enabled policy applies to this target")
@@ -261,21 +270,9 @@ def _utc(value: datetime, seconds: bool = False) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
-def _decide_matched(
-    session: Session,
-    policy: Policy,
-    reasons: tuple[str, ...],
-    exempted: str | None,
-    ctx: EvalContext,
-    *,
-    ref: PolicyRef | None = None,
-) -> Decision:
-    """Rules 4 to 7 for the policy that matched, with its reasons and its exemption.
-
-    ``ref`` is ``policy.ref`` when the caller holds it already.
-    """
-    ref = ref or policy.ref
-    tag = f"(policy {ref})"
+def _decide_matched(session: Session, chosen: Chosen, ctx: EvalContext) -> Decision:
+    """Rules 4 to 7 for the policy that matched, with its reasons and its exemption."""
+    policy, ref, tag, exempted = chosen.policy, chosen.ref, chosen.tag, chosen.exempt_reason
     if exempted is not None:
         return Decision(
             session=session,
@@ -291,7 +288,8 @@ def _decide_matched(
         if history and history.mark and history.mark.counts_for(policy.name, policy.action)
         else None
     )
-    verdict, code, text = _stage(policy, " and ".join(reasons), previous + 1, mark, ctx.now)
+    because = " and ".join(chosen.reasons)
+    verdict, code, text = _stage(policy, because, previous + 1, mark, ctx.now)
     return Decision(
         session=session,
         verdict=verdict,

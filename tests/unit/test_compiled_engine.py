@@ -197,9 +197,14 @@ def test_every_condition_holds_and_explains_as_it_evaluates(
         assert condition.explain(Probe(session, ctx)) == answer
 
 
-@given(st.integers(-(10**12), 10**12))
-def test_the_remembered_short_duration_is_format_short(microseconds: int) -> None:
-    value = timedelta(microseconds=microseconds * 997)
+@given(
+    st.one_of(
+        st.timedeltas(min_value=timedelta(days=-(10**6)), max_value=timedelta(days=10**6)),
+        st.integers(-(10**7), 10**7).map(lambda s: timedelta(seconds=s)),
+        st.sampled_from((timedelta(0), timedelta(microseconds=-1), timedelta(days=1))),
+    )
+)
+def test_the_short_duration_of_a_reason_is_format_short(value: timedelta) -> None:
     assert _short(value) == format_short(value)
 
 
