@@ -49,7 +49,7 @@ Part = Condition | str
 
 
 def ordered(policies: Sequence[Policy]) -> list[Policy]:
-    """Enabled policies in evaluation order."""
+    """Enabled policies in evaluation order (as :func:`janitor.policy.engine.ordered`)."""
     return sorted((p for p in policies if p.enabled), key=lambda p: (p.priority, p.name))
 
 
@@ -58,6 +58,8 @@ def consents(policy: Policy, session: Session) -> bool:
 
     Quiet states match by default; any other state only when the policy names it in
     ``match.state`` or names the session's provider state in ``match.provider_state``.
+    The readable evaluator states the same rule on its own (``engine.consents``): the
+    property test holds the two to the same answers.
     """
     return (
         session.state in QUIET_STATES
@@ -67,7 +69,8 @@ def consents(policy: Policy, session: Session) -> bool:
 
 
 def gate(policy: Policy, session: Session) -> str | None:
-    """Why ``policy`` cannot match the session at all (its state, its actions), or None."""
+    """Why ``policy`` cannot match the session at all (its state, its actions), or None:
+    the reasons ``engine.evaluate`` gives for its ``gate``."""
     if not consents(policy, session):
         return f"state {session.state} is only matched by a policy that lists it"
     if not session.allows(policy.action):

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 
 from janitor.durations import format_duration
 from janitor.model import (
+    QUIET_STATES,
     Action,
     Decision,
     History,
@@ -41,15 +42,7 @@ from janitor.model import (
     State,
     Verdict,
 )
-from janitor.policy.compiled import (
-    Chosen,
-    CompiledPolicies,
-    consents,
-    exemption,
-    gate,
-    ordered,
-    policy_tag,
-)
+from janitor.policy.compiled import Chosen, CompiledPolicies, policy_tag
 from janitor.policy.conditions import EvalContext, Match, elapsed
 from janitor.policy.spec import Policy
 
@@ -88,9 +81,12 @@ class Evaluation:
 
 def evaluate(policy: Policy, session: Session, ctx: EvalContext) -> Evaluation:
     """Evaluate one policy's match and exempt blocks against a session."""
-    closed = gate(policy, session)
-    if closed is not None:
-        return Evaluation(policy=policy, matched=False, reasons=(closed,), gate=closed)
+    if not consents(policy, session):
+        reason = f"state {session.state} is only matched by a policy that lists it"
+        return Evaluation(policy=policy, matched=False, reasons=(reason,), gate=reason)
+    if not session.allows(policy.action):
+        reason = f"{policy.action} is not possible in provider state {session.provider_state}"
+        return Evaluation(policy=policy, matched=False, reasons=(reason,), gate=reason)
     results = tuple((c.name, c.evaluate(session, ctx)) for c in policy.match)
     failed = [r.reason for _, r in results if r.value is not True]
     if failed:
@@ -107,6 +103,24 @@ def evaluate(policy: Policy, session: Session, ctx: EvalContext) -> Evaluation:
     )
 
 
+def ordered(policies: Sequence[Policy]) -> list[Policy]:
+    """Enabled policies in evaluation order."""
+    return sorted((p for p in policies if p.enabled), key=lambda p: (p.priority, p.name))
+
+
+def consents(policy: Policy, session: Session) -> bool:
+    """True when ``policy`` may match a session in its state (DESIGN 6 "Quiet states").
+
+    Quiet states match by default; any other state only when the policy names it in
+    ``match.state`` or names the session's provider state in ``match.provider_state``.
+    """
+    return (
+        session.state in QUIET_STATES
+        or session.state in policy.explicit_states
+        or session.provider_state.lower() in policy.explicit_provider_states
+    )
+
+
 def exempt_reason(policy: Policy, session: Session, ctx: EvalContext) -> str | None:
     """Why ``policy``'s ``exempt`` block exempts the session (an unknown exempts), or None."""
     return _exempt_reason([c.evaluate(session, ctx) for c in policy.exempt])
@@ -114,9 +128,10 @@ def exempt_reason(policy: Policy, session: Session, ctx: EvalContext) -> str | N
 
 def _exempt_reason(results: list[Match]) -> str | None:
     for result in results:
-        reason = exemption(result)
-        if reason is not None:
-            return reason
+        if result.value is True:
+            return result.reason
+        if result.value is None:
+            return f"{result.reason}, exempt to be safe"
     return None
 
 
@@ -138,7 +153,7 @@ def decide(
         session.anomalies
         or session.state is State.UNKNOWN
         or keep is not None
-        or (_has_naive(session, history))
+        or _has_naive(session, history)
     ):
         closed = _before_policies(session, now, history, keep)
         if closed is not None:

@@ -30,10 +30,13 @@ from tests.strategies import (
     ALL_KEYS,
     CONDITION_VALUES,
     INSTANTS,
+    KINDS,
     LABEL_SETS,
     NAMES_ST,
     OWNERS,
     POLICY_NAMES,
+    PROVIDER_STATES,
+    TARGETS,
     ZONES,
     compile_spec,
     draw_history,
@@ -55,6 +58,14 @@ _FORCE_CANCEL = {
     "mode": "enforce",
 }
 _ACTIVITY = (None, None, "f-1", "f-2")
+#: What a record allows: everything (None), all a policy may name, or a narrower set.
+_RECORD_ACTIONS = (
+    None,
+    frozenset(Action),
+    frozenset({Action.NOTIFY}),
+    frozenset({Action.DELETE, Action.NOTIFY}),
+    frozenset({Action.STOP, Action.CANCEL, Action.FORCE_CANCEL}),
+)
 _ANOMALIES = ((),) * 15 + (("connections is not a count: -1",),) + ((),) * 15
 #: Mostly none: a naive timestamp makes the whole record untrusted.
 _NAIVE_FIELDS = ("",) * 12 + ("last_activity", "created_at", "state_since") + ("",) * 12
@@ -70,10 +81,29 @@ def policy_sets(draw: st.DrawFn) -> list[Policy]:
     return policies
 
 
+def draw_neighbour(draw: st.DrawFn, base: Session) -> Session:
+    """``base``, or ``base`` with one field of its route key changed (a key that forgot a field
+    would share the route of a session it must not)."""
+    (which,) = draw_mixed(
+        draw, ("", "", "", "target", "state", "provider_state", "kind", "actions")
+    )
+    if which == "target":
+        return replace(base, target=draw(st.sampled_from(TARGETS)))
+    if which == "state":
+        return replace(base, state=draw(st.sampled_from(State)))
+    if which == "provider_state":
+        return replace(base, provider_state=draw(st.sampled_from((*PROVIDER_STATES, "IDLE"))))
+    if which == "kind":
+        return replace(base, kind=draw(st.sampled_from(KINDS)))
+    if which == "actions":
+        return replace(base, actions=draw(st.sampled_from(_RECORD_ACTIONS)))
+    return base
+
+
 def draw_variant(draw: st.DrawFn, base: Session, now: datetime) -> Session:
-    """A session with ``base``'s route key and its own everything else."""
+    """A session with ``base``'s route key (or a neighbour's) and its own everything else."""
     return replace(
-        base,
+        draw_neighbour(draw, base),
         id=f"s-{draw(st.integers(0, 10**6))}",
         name=draw(NAMES_ST),
         owner=draw(st.sampled_from((None, *OWNERS))),
