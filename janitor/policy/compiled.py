@@ -14,9 +14,9 @@ the same question faster:
 2. A session runs only its candidates' other conditions, through :meth:`Condition.holds`
    (True, False or None, no reason; an unknown never matches), the first candidate whose
    conditions all hold decides.
-3. Reasons come from the conditions' own ``evaluate``, only for the deciding policy (its
-   match, then its ``exempt`` block in order: an unknown exempts) and for the first three
-   misses a no-match reason names.
+3. Reasons come from the conditions themselves (``explain``: ``evaluate``'s answer, with
+   the probe's times), only for the deciding policy (its match, then its ``exempt`` block in
+   order: an unknown exempts) and for the first three misses a no-match reason names.
 
 Decisions are identical to the readable evaluator's for every input (the property test
 ``tests/unit/test_compiled_engine.py`` proves it against ``decide_readable``).
