@@ -54,7 +54,7 @@ from janitor.model import (
     Verdict,
 )
 from janitor.plan import CASCADE_BLOCKED, Open, Plan, make_plan
-from janitor.policy.engine import decide
+from janitor.policy.engine import CompiledPolicies, decide
 from janitor.policy.spec import Policy
 from janitor.reconcile import reconcile
 from janitor.report import SweepReport, TargetReport
@@ -385,8 +385,9 @@ def history_rows(
 def _decide_all(
     run: TargetRun, listing: Listing, policies: Sequence[Policy], now: datetime
 ) -> list[Decision]:
+    compiled = CompiledPolicies(policies)  # once per listing: its routes serve every session
     return [
-        decide(s, policies, now, run.previous.get(s.id), keep=run.keeps.get(s.id))
+        decide(s, compiled, now, run.previous.get(s.id), keep=run.keeps.get(s.id))
         for s in listing.sessions
     ]
 

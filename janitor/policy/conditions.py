@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from pydantic import TypeAdapter, ValidationError
 
-from janitor.durations import Duration, format_duration, format_short
+from janitor.durations import Duration, format_duration
 from janitor.model import History, Session, State
 
 
@@ -45,14 +46,83 @@ class EvalContext:
     history: History | None
 
 
+class Probe:
+    """One session under evaluation, for the fast answers of :meth:`Condition.holds`.
+
+    The times conditions compare (idle, in state, age) are computed at most once per session,
+    however many policies ask; ``now`` in UTC once per probe.
+    """
+
+    __slots__ = ("_age", "_idle", "_in_state", "_times", "ctx", "session")
+
+    def __init__(self, session: Session, ctx: EvalContext) -> None:
+        self.session = session
+        self.ctx = ctx
+        self._times = 0  # bit 1: idle known, 2: in state known, 4: age known
+        self._idle: timedelta | None = None
+        self._in_state: timedelta | None = None
+        self._age: timedelta | None = None
+
+    def idle(self) -> timedelta | None:
+        """``now - last activity``; None when the last activity is unknown."""
+        if not self._times & 1:
+            last = last_activity(self.session, self.ctx)
+            self._idle = None if last is None else elapsed(self.ctx.now, last)
+            self._times |= 1
+        return self._idle
+
+    def in_state(self) -> timedelta | None:
+        """How long the session has been in its state; None when unknown."""
+        if not self._times & 2:
+            since = state_since(self.session, self.ctx)
+            self._in_state = None if since is None else elapsed(self.ctx.now, since)
+            self._times |= 2
+        return self._in_state
+
+    def age(self) -> timedelta | None:
+        """How long ago the session was created (else first seen); None when unknown."""
+        if not self._times & 4:
+            created = created_at(self.session, self.ctx)
+            self._age = None if created is None else elapsed(self.ctx.now, created)
+            self._times |= 4
+        return self._age
+
+
 class Condition(Protocol):
-    """A compiled condition."""
+    """A compiled condition.
+
+    ``evaluate`` answers with a reason (``janitor explain``, the deciding policy);
+    ``holds`` gives the same value without one (the compiled engine). ``key_field`` names the
+    one session field the answer depends on when there is one (``state``, ``provider_state``,
+    ``kind``): the compiled engine then answers once per distinct value.
+    """
 
     name: ClassVar[str]
+    key_field: ClassVar[str | None]
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Answer for one session."""
         ...
+
+    def holds(self, probe: Probe) -> bool | None:
+        """The value ``evaluate`` answers, without its reason."""
+        ...
+
+    def explain(self, probe: Probe) -> Match:
+        """``evaluate``'s answer for the probed session (reusing the probe's times)."""
+        ...
+
+
+class _Evaluates(Protocol):
+    def evaluate(self, session: Session, ctx: EvalContext) -> Match: ...
+
+
+class _Reasoned:
+    """``explain`` for conditions that need nothing from the probe: ``evaluate``."""
+
+    def explain(self: _Evaluates, probe: Probe) -> Match:
+        """``evaluate``'s answer for the probed session."""
+        return self.evaluate(probe.session, probe.ctx)
 
 
 class ConditionType(Protocol):
@@ -129,12 +199,48 @@ def _globs(value: Any) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+_K = TypeVar("_K")
+
+
+class _Answers(Generic[_K]):
+    """Answers a condition remembers by everything they depend on (a few thousand at most).
+
+    Conditions answer the same for the same key, so a remembered (immutable) Match is the
+    very answer it would build again.
+    """
+
+    __slots__ = ("_answers",)
+
+    #: Beyond this many, the memory starts over.
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._answers: dict[_K, Match] = {}
+
+    def get(self, key: _K) -> Match | None:
+        """The remembered answer for ``key``, if any."""
+        return self._answers.get(key)
+
+    def remember(self, key: _K, answer: Match) -> Match:
+        """Remember ``answer`` for ``key``; return it."""
+        if len(self._answers) >= self.LIMIT:
+            self._answers.clear()
+        self._answers[key] = answer
+        return answer
+
+
+def _compiled_globs(patterns: tuple[str, ...]) -> Callable[[str], object]:
+    """One matcher for any of ``patterns``: the expressions ``fnmatch.fnmatchcase`` uses for
+    each (anchored at both ends), as alternatives of one expression compiled once."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
+
+
 def _any_glob(text: str | None, patterns: tuple[str, ...]) -> bool:
     return text is not None and any(fnmatch.fnmatchcase(text, p) for p in patterns)
 
 
 @condition("state")
-class StateIn:
+class StateIn(_Reasoned):
     """Normalized state is one of the listed states. ``unknown`` cannot be listed."""
 
     name: ClassVar[str]
@@ -152,6 +258,12 @@ class StateIn:
             raise ConditionError("must list at least one state")
         self.states: frozenset[State] = frozenset(states)
 
+    key_field: ClassVar[str | None] = "state"
+
+    def holds(self, probe: Probe) -> bool | None:
+        """True when the state is listed."""
+        return probe.session.state in self.states
+
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when the state is listed."""
         listed = ", ".join(sorted(self.states))
@@ -162,13 +274,19 @@ class StateIn:
 
 
 @condition("provider_state")
-class ProviderStateIn:
+class ProviderStateIn(_Reasoned):
     """The provider's own state (case-insensitive) is one of the listed values."""
 
     name: ClassVar[str]
 
     def __init__(self, value: Any) -> None:
         self.values = frozenset(v.lower() for v in _globs(value))
+
+    key_field: ClassVar[str | None] = "provider_state"
+
+    def holds(self, probe: Probe) -> bool | None:
+        """True when the provider state is listed."""
+        return probe.session.provider_state.lower() in self.values
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when the provider state is listed."""
@@ -186,15 +304,29 @@ class IdleFor:
 
     def __init__(self, value: Any) -> None:
         self.duration = _duration(value)
+        self.limit = format_duration(self.duration)
+
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """Compare with the limit; None when unknown."""
+        spent = probe.idle()
+        return None if spent is None else spent >= self.duration
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the idle time with the limit."""
-        limit = format_duration(self.duration)
         last = last_activity(session, ctx)
-        if last is None:
+        return self._judged(None if last is None else elapsed(ctx.now, last))
+
+    def explain(self, probe: Probe) -> Match:
+        """``evaluate``'s answer, from the probe's idle time."""
+        return self._judged(probe.idle())
+
+    def _judged(self, idle: timedelta | None) -> Match:
+        limit = self.limit
+        if idle is None:
             return Match(None, "last activity unknown", None, f"≥ {limit}")
-        idle = elapsed(ctx.now, last)
-        seen = f"idle {format_short(idle)}"
+        seen = f"idle {_short(idle)}"
         if idle >= self.duration:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
         return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
@@ -208,15 +340,29 @@ class InStateFor:
 
     def __init__(self, value: Any) -> None:
         self.duration = _duration(value)
+        self.limit = format_duration(self.duration)
+
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """Compare with the limit; None when unknown."""
+        spent = probe.in_state()
+        return None if spent is None else spent >= self.duration
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the time in state with the limit."""
-        limit = format_duration(self.duration)
         since = state_since(session, ctx)
-        if since is None:
+        return self._judged(session, None if since is None else elapsed(ctx.now, since))
+
+    def explain(self, probe: Probe) -> Match:
+        """``evaluate``'s answer, from the probe's time in state."""
+        return self._judged(probe.session, probe.in_state())
+
+    def _judged(self, session: Session, spent: timedelta | None) -> Match:
+        limit = self.limit
+        if spent is None:
             return Match(None, f"time in state {session.state} unknown", None, f"≥ {limit}")
-        spent = elapsed(ctx.now, since)
-        seen = f"{session.state} for {format_short(spent)}"
+        seen = f"{session.state} for {_short(spent)}"
         if spent >= self.duration:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
         return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
@@ -230,24 +376,37 @@ class AgeAtLeast:
 
     def __init__(self, value: Any) -> None:
         self.duration = _duration(value)
+        self.limit = format_duration(self.duration)
+
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """Compare with the limit; None when unknown."""
+        spent = probe.age()
+        return None if spent is None else spent >= self.duration
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the age with the limit."""
-        limit = format_duration(self.duration)
-        created, source = session.created_at, "age"
-        if created is None and ctx.history is not None:
-            created, source = ctx.history.first_seen, "seen for"
-        if created is None:
+        created = created_at(session, ctx)
+        return self._judged(session, None if created is None else elapsed(ctx.now, created))
+
+    def explain(self, probe: Probe) -> Match:
+        """``evaluate``'s answer, from the probe's age."""
+        return self._judged(probe.session, probe.age())
+
+    def _judged(self, session: Session, age: timedelta | None) -> Match:
+        limit = self.limit
+        source = "age" if session.created_at is not None else "seen for"
+        if age is None:
             return Match(None, "age unknown", None, f"≥ {limit}")
-        age = elapsed(ctx.now, created)
-        seen = f"{source} {format_short(age)}"
+        seen = f"{source} {_short(age)}"
         if age >= self.duration:
             return Match(True, f"{seen} ≥ {limit}", seen, f"≥ {limit}")
         return Match(False, f"{seen} < {limit}", seen, f"≥ {limit}")
 
 
 @condition("max_connections")
-class MaxConnections:
+class MaxConnections(_Reasoned):
     """At most this many clients connected. Unknown never matches."""
 
     name: ClassVar[str]
@@ -256,9 +415,23 @@ class MaxConnections:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConditionError("must be a whole number ≥ 0")
         self.limit = value
+        self._answers: _Answers[int | None] = _Answers()
+
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """Compare the connection count with the limit; None when unknown."""
+        connections = probe.session.connections
+        return None if connections is None else connections <= self.limit
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """Compare the connection count with the limit."""
+        answer = self._answers.get(session.connections)
+        if answer is None:
+            answer = self._answers.remember(session.connections, self._reasoned(session))
+        return answer
+
+    def _reasoned(self, session: Session) -> Match:
         wanted = f"≤ {self.limit}"
         if session.connections is None:
             return Match(None, "connections unknown", None, wanted)
@@ -269,13 +442,20 @@ class MaxConnections:
 
 
 @condition("name")
-class NameGlob:
+class NameGlob(_Reasoned):
     """The session name matches one of the globs (``keep-*``)."""
 
     name: ClassVar[str]
 
     def __init__(self, value: Any) -> None:
         self.patterns = _globs(value)
+        self._glob = _compiled_globs(self.patterns)
+
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """True when a glob matches the name."""
+        return self._glob(probe.session.name) is not None
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when a glob matches the name."""
@@ -286,13 +466,21 @@ class NameGlob:
 
 
 @condition("owner")
-class OwnerGlob:
+class OwnerGlob(_Reasoned):
     """The owner matches one of the globs. Unknown owner: unknown."""
 
     name: ClassVar[str]
 
     def __init__(self, value: Any) -> None:
         self.patterns = _globs(value)
+        self._glob = _compiled_globs(self.patterns)
+
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """True when a glob matches the owner; None when the owner is unknown."""
+        owner = probe.session.owner
+        return None if owner is None else self._glob(owner) is not None
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when a glob matches the owner."""
@@ -306,7 +494,7 @@ class OwnerGlob:
 
 
 @condition("labels")
-class LabelsMatch:
+class LabelsMatch(_Reasoned):
     """Every listed label is present and matches its glob."""
 
     name: ClassVar[str]
@@ -316,6 +504,19 @@ class LabelsMatch:
         if not labels:
             raise ConditionError("must list at least one label")
         self.labels: Mapping[str, str] = labels
+
+    key_field: ClassVar[str | None] = None
+
+    def holds(self, probe: Probe) -> bool | None:
+        """True when all labels match; None when they could not be read."""
+        labels = probe.session.labels
+        if labels is None:
+            return None
+        for key, pattern in self.labels.items():
+            value = labels.get(key)
+            if value is None or not fnmatch.fnmatchcase(value, pattern):
+                return False
+        return True
 
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when all labels match; unknown when the provider could not read them."""
@@ -333,7 +534,7 @@ class LabelsMatch:
 
 
 @condition("kind")
-class KindIn:
+class KindIn(_Reasoned):
     """The session kind (``notebook``, ``kernel``, ``sql``, ``job``, ...) is listed."""
 
     name: ClassVar[str]
@@ -341,12 +542,41 @@ class KindIn:
     def __init__(self, value: Any) -> None:
         self.kinds = frozenset(_globs(value))
 
+    key_field: ClassVar[str | None] = "kind"
+
+    def holds(self, probe: Probe) -> bool | None:
+        """True when the kind is listed."""
+        return probe.session.kind in self.kinds
+
     def evaluate(self, session: Session, ctx: EvalContext) -> Match:
         """True when the kind is listed."""
         seen, wanted = session.kind, f"one of {sorted(self.kinds)}"
         if session.kind in self.kinds:
             return Match(True, f"kind {session.kind}", seen, wanted)
         return Match(False, f"kind {session.kind} not in {sorted(self.kinds)}", seen, wanted)
+
+
+def _short(value: timedelta) -> str:
+    """:func:`~janitor.durations.format_short` by arithmetic (a reason per deciding policy
+    costs no regular expression): the two largest units from the first that is not zero,
+    zeros left out, rounded down to the second like ``format_duration``."""
+    seconds = int(value.total_seconds())
+    if seconds < 0:
+        return "-" + _short_of(-seconds)
+    return _short_of(seconds)
+
+
+def _short_of(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, rest = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+    return f"{rest}s"
 
 
 def elapsed(now: datetime, since: datetime) -> timedelta:
@@ -372,6 +602,13 @@ def state_since(session: Session, ctx: EvalContext) -> datetime | None:
     ):
         return history.state_since
     return None
+
+
+def created_at(session: Session, ctx: EvalContext) -> datetime | None:
+    """When the session was created: the provider's value, else janitor's first sighting."""
+    if session.created_at is None and ctx.history is not None:
+        return ctx.history.first_seen
+    return session.created_at
 
 
 def last_activity(session: Session, ctx: EvalContext) -> datetime | None:

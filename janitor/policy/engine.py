@@ -17,6 +17,11 @@ Rules, in order:
 6. Dry-run policies report ``act`` (the sweep records ``would_act``) and never warn.
 7. ``notify`` acts once per mark. ``grace``: warn first, wait, act once the grace has
    passed since the warning was delivered.
+
+:func:`decide` runs the policies compiled (:mod:`janitor.policy.compiled`: reasons only for
+the deciding policy and the misses a no-match reason names); :func:`decide_readable` is the
+readable evaluator every condition's reason comes from, kept as the reference the compiled
+one is proved against, and :func:`explain` shows every policy's :class:`Evaluation`.
 """
 
 from __future__ import annotations
@@ -37,8 +42,23 @@ from janitor.model import (
     State,
     Verdict,
 )
+from janitor.policy.compiled import Chosen, CompiledPolicies, policy_tag
 from janitor.policy.conditions import EvalContext, Match, elapsed
 from janitor.policy.spec import Policy
+
+__all__ = [
+    "KEPT",
+    "CompiledPolicies",
+    "Evaluation",
+    "consents",
+    "decide",
+    "decide_readable",
+    "evaluate",
+    "exempt_reason",
+    "explain",
+    "kept_reason",
+    "ordered",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,11 +77,6 @@ class Evaluation:
     conditions: tuple[tuple[str, Match], ...] = ()
     exemptions: tuple[tuple[str, Match], ...] = ()
     gate: str | None = None
-
-
-def ordered(policies: Sequence[Policy]) -> list[Policy]:
-    """Enabled policies in evaluation order."""
-    return sorted((p for p in policies if p.enabled), key=lambda p: (p.priority, p.name))
 
 
 def evaluate(policy: Policy, session: Session, ctx: EvalContext) -> Evaluation:
@@ -86,6 +101,11 @@ def evaluate(policy: Policy, session: Session, ctx: EvalContext) -> Evaluation:
         conditions=results,
         exemptions=exemptions,
     )
+
+
+def ordered(policies: Sequence[Policy]) -> list[Policy]:
+    """Enabled policies in evaluation order."""
+    return sorted((p for p in policies if p.enabled), key=lambda p: (p.priority, p.name))
 
 
 def consents(policy: Policy, session: Session) -> bool:
@@ -117,7 +137,7 @@ def _exempt_reason(results: list[Match]) -> str | None:
 
 def decide(
     session: Session,
-    policies: Sequence[Policy],
+    policies: Sequence[Policy] | CompiledPolicies,
     now: datetime,
     history: History | None,
     *,
@@ -125,7 +145,76 @@ def decide(
 ) -> Decision:
     """Decide what to do with one session now. Pure: same inputs, same decision.
 
-    ``keep`` is the session's keep, if an admin kept it (an expired one protects nothing).
+    ``policies`` is best compiled once (:class:`CompiledPolicies`) for many sessions; a plain
+    sequence is compiled for this one call. ``keep`` is the session's keep, if an admin kept
+    it (an expired one protects nothing). The decision is :func:`decide_readable`'s.
+    """
+    if (
+        session.anomalies
+        or session.state is State.UNKNOWN
+        or keep is not None
+        or _has_naive(session, history)
+    ):
+        closed = _before_policies(session, now, history, keep)
+        if closed is not None:
+            return closed
+    compiled = policies if isinstance(policies, CompiledPolicies) else CompiledPolicies(policies)
+    ctx = compiled.context(now, history)
+    found = compiled.choose(session, ctx)
+    if isinstance(found, Chosen):
+        return _decide_matched(session, found, ctx)
+    if found.reason is None:
+        return _skip(session, "no_policy", "no enabled policy applies to this target")
+    return _skip(session, "no_match", found.reason)
+
+
+def _before_policies(
+    session: Session, now: datetime, history: History | None, keep: Keep | None
+) -> Decision | None:
+    """Rules 1, 2 and 2a: the skip of a record not trusted, in state unknown, or kept."""
+    if session.anomalies or _has_naive(session, history):
+        untrusted = [*session.anomalies, *_naive(session, history)]
+        return _skip(session, "malformed", "record not trusted: " + "; ".join(untrusted))
+    if session.state is State.UNKNOWN:
+        return _skip(
+            session,
+            "unknown_state",
+            f"provider state {session.provider_state!r} is unknown; never acted on",
+        )
+    if keep is not None and keep.holds(now):
+        return _skip(session, KEPT, kept_reason(keep))
+    return None
+
+
+def _has_naive(session: Session, history: History | None) -> bool:
+    """True when :func:`_naive` would name a timestamp, without naming it."""
+    for value in (session.last_activity, session.created_at, session.state_since):
+        if value is not None and value.utcoffset() is None:
+            return True
+    if history is None:
+        return False
+    mark = history.mark
+    values: tuple[datetime | None, ...] = (
+        history.first_seen,
+        history.state_since,
+        history.activity_since,
+    )
+    if mark is not None:
+        values += (mark.marked_at, mark.warned_at)
+    return any(value is not None and value.utcoffset() is None for value in values)
+
+
+def decide_readable(
+    session: Session,
+    policies: Sequence[Policy],
+    now: datetime,
+    history: History | None,
+    *,
+    keep: Keep | None = None,
+) -> Decision:
+    """:func:`decide` by the readable evaluator: every policy's reasons built, in order.
+
+    The reference the compiled engine is proved against (``tests/unit/test_compiled_engine.py``).
     """
     untrusted = [*session.anomalies, *_naive(session, history)]
     if untrusted:
@@ -145,7 +234,14 @@ def decide(
             continue
         evaluation = evaluate(policy, session, ctx)
         if evaluation.matched:
-            return _decide_matched(session, evaluation, ctx)
+            chosen = Chosen(
+                policy=policy,
+                ref=policy.ref,
+                tag=policy_tag(policy.ref),
+                reasons=evaluation.reasons,
+                exempt_reason=evaluation.exempt_reason,
+            )
+            return _decide_matched(session, chosen, ctx)
         misses.append(f"{policy.name}: {evaluation.reasons[0]}")
     if not misses:
         return _skip(session, "no_policy", "no enabled policy applies to this target")
@@ -189,16 +285,16 @@ def _utc(value: datetime, seconds: bool = False) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
-def _decide_matched(session: Session, evaluation: Evaluation, ctx: EvalContext) -> Decision:
-    policy = evaluation.policy
-    tag = f"(policy {policy.ref})"
-    if evaluation.exempt_reason is not None:
+def _decide_matched(session: Session, chosen: Chosen, ctx: EvalContext) -> Decision:
+    """Rules 4 to 7 for the policy that matched, with its reasons and its exemption."""
+    policy, ref, tag, exempted = chosen.policy, chosen.ref, chosen.tag, chosen.exempt_reason
+    if exempted is not None:
         return Decision(
             session=session,
             verdict=Verdict.SKIP,
-            policy=policy.ref,
+            policy=ref,
             code="exempt",
-            reason=f"exempt: {evaluation.exempt_reason} {tag}",
+            reason=f"exempt: {exempted} {tag}",
         )
     history = ctx.history
     previous = history.streak if history and history.streak_policy == policy.name else 0
@@ -207,15 +303,14 @@ def _decide_matched(session: Session, evaluation: Evaluation, ctx: EvalContext) 
         if history and history.mark and history.mark.counts_for(policy.name, policy.action)
         else None
     )
-    verdict, code, text = _stage(
-        policy, " and ".join(evaluation.reasons), previous + 1, mark, ctx.now
-    )
+    because = " and ".join(chosen.reasons)
+    verdict, code, text = _stage(policy, because, previous + 1, mark, ctx.now)
     return Decision(
         session=session,
         verdict=verdict,
         code=code,
         reason=f"{text} {tag}",
-        policy=policy.ref,
+        policy=ref,
         action=policy.action,
         dry_run=policy.dry_run,
         streak=previous + 1,

@@ -16,6 +16,16 @@ def test_decide_runs_and_agrees_with_its_baseline() -> None:
     assert results[0].extra["acted"] == results[1].extra["acted"]
 
 
+def test_decide_has_the_s3_cases_and_runs_their_shape_small() -> None:
+    assert (decide.S3_SESSIONS, 20) in decide.DEFAULT_CASES
+    assert {p for n, p in decide.S3_CASES} == {10, 20, 50}
+    assert any(p == 20 for _, p in decide.QUICK_CASES)
+    results = decide.run([(300, 20), (300, 50)])
+    assert [m.case for m in results] == ["n=300 x p=20", "n=300 x p=50"]
+    assert results[0].extra["acted"] == results[1].extra["acted"] > 0
+    assert all(m.extra["us_per_session_policy"] > 0 and m.lower_bound > 0 for m in results)
+
+
 def test_list_sweep_runs_over_loopback_http() -> None:
     results = list_sweep.run([12])
     assert [m.case for m in results] == ["n=12 first sweep", "n=12 repeat sweep"]
