@@ -32,6 +32,7 @@ from janitor import memory
 from janitor.history import rebuild
 from janitor.model import Action, Decision, History, Listing, Session, Verdict
 from janitor.plan import make_plan
+from janitor.policy.compiled import CompiledPolicies
 from janitor.policy.engine import decide
 from janitor.policy.spec import Policy
 from janitor.providers.base import Provider
@@ -113,10 +114,11 @@ def replay_target(
     remembered: dict[str, History] = {}
     done: set[tuple[str, str]] = set()  # (policy, session) already counted as acted on
     removed: set[str] = set()
+    compiled = CompiledPolicies(drafts)  # once per replay, as a sweep compiles once per listing
     for now in points:
         listed = _listed(target.name, timeline, now, removed)
         previous = remembered  # as the daemon's: every session remembered from the last sweep
-        decisions = [decide(s, drafts, now, _seed(previous, s, timeline, now)) for s in listed]
+        decisions = [decide(s, compiled, now, _seed(previous, s, timeline, now)) for s in listed]
         plan = make_plan(
             decisions,
             listing=Listing(sessions=tuple(listed)),
