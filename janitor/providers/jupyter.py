@@ -39,7 +39,9 @@ name or path, ``kind`` the session ``type`` (``notebook``, ``console``, ``file``
 session's kernel id. Labels: ``kernel_name`` (the kernelspec), and ``kernel_reason`` when Jupyter
 reports why a kernel failed. Jupyter reports no creation time, owner or etag, so the re-check
 compares state, activity and connections. Several sessions can share one kernel (a notebook and
-its console): deleting one of them shuts the kernel down under the others.
+its console): deleting one of them shuts the kernel down under the others. ``raw`` keeps only
+the session model's ``id``, ``path``, ``name`` and ``type`` (nothing for a bare kernel): the
+kernel model's fields are all mapped above, and a large listing holds no copy of its JSON.
 
 Actions: ``delete`` (``DELETE api/sessions/{id}`` shuts the kernel down and removes the
 session; ``DELETE api/kernels/{id}`` for a bare kernel) and ``notify``. 404 means already
@@ -48,6 +50,7 @@ gone; 410 ("kernel deleted before session") also means the kernel is gone.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -74,6 +77,8 @@ NO_TRACK = {"no_track_activity": "1"}
 SPECS = {
     Action.DELETE: ActionSpec(action=Action.DELETE, applies_to=frozenset(STATES)),
 }
+#: The session model's fields a record keeps in ``raw`` (see :func:`_compact`).
+SESSION_KEYS = frozenset({"id", "path", "name", "type"})
 
 
 class JupyterProvider(ProviderBase):
@@ -248,7 +253,7 @@ class JupyterProvider(ProviderBase):
                 target=self.config.name, id=_id_of(raw), reason="kernel record without a string id"
             )
         name = f"{raw.get('name', 'kernel')}-{raw['id'][:8]}"
-        return self._record(raw["id"], name, "kernel", raw, raw, parent_id=None)
+        return self._record(raw["id"], name, "kernel", raw, {}, parent_id=None)
 
     def _record(
         self,
@@ -256,7 +261,7 @@ class JupyterProvider(ProviderBase):
         name: str,
         kind: str,
         kernel: dict[str, Any],
-        raw: dict[str, Any],
+        session_model: dict[str, Any],
         *,
         parent_id: str | None,
     ) -> Session:
@@ -280,7 +285,7 @@ class JupyterProvider(ProviderBase):
         ):
             anomalies.append(f"connections is not a count: {connections!r}")
             connections = None
-        record = Session(
+        return Session(
             target=self.config.name,
             provider=self.name,
             id=record_id,
@@ -292,10 +297,33 @@ class JupyterProvider(ProviderBase):
             connections=connections,
             labels=_labels(kernel),
             parent_id=parent_id,
-            raw=raw,
+            raw=_compact(session_model),
             anomalies=tuple(anomalies),
+            actions=_actions(provider_state),
         )
-        return replace(record, actions=allowed_actions(SPECS, record))
+
+
+@functools.lru_cache(maxsize=64)
+def _actions(provider_state: str) -> frozenset[Action]:
+    """The actions a record in ``provider_state`` allows: they depend on nothing else, so
+    the records of a listing share a few sets instead of holding one each."""
+    probe = Session(
+        target="",
+        provider=JupyterProvider.name,
+        id="",
+        name="",
+        kind="",
+        state=STATES.get(provider_state, State.UNKNOWN),
+        provider_state=provider_state,
+    )
+    return allowed_actions(SPECS, probe)
+
+
+def _compact(session_model: dict[str, Any]) -> dict[str, Any]:
+    """What a record keeps of the model it came from: the session model's own fields, not
+    the kernel model (every field of which the record maps already). A bare kernel keeps
+    nothing. A listing of 100,000 sessions then holds no copy of the parsed JSON."""
+    return {key: session_model[key] for key in SESSION_KEYS if key in session_model}
 
 
 def _json(response: Any, target: str) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from janitor.model import Action, AuditEvent, AuditKind, History, Mark, State
 from janitor.store.audit import AuditLog, Fence, check_fence
@@ -46,10 +47,14 @@ class ObservationStore:
         entries: Iterable[tuple[str, str, History]],
         *,
         fence: Fence | None = None,
-        log: Sequence[Observed] = (),
+        log: Iterable[Observed] = (),
     ) -> None:
         """Replace the target's memory with ``(session_id, name, history)`` entries, and add
         ``log``'s rows to the session history log in the same transaction.
+
+        Both are consumed as they are written, :data:`CHUNK` rows per statement: a caller
+        may pass generators, so a first sweep over 100,000 sessions never holds all their
+        rows at once.
 
         Sessions not listed any more are forgotten (call only after a complete listing).
         Unchanged entries are not written, so ``last_seen`` is the last sweep that changed
@@ -69,24 +74,25 @@ class ObservationStore:
                 for row in tx.execute(select(OBSERVATIONS).where(OBSERVATIONS.c.target == target))
             }
             seen: set[str] = set()
-            inserts: list[dict[str, Any]] = []
-            updates: list[dict[str, Any]] = []
+            inserts = _Batch(tx, insert(OBSERVATIONS))
+            updates = _Batch(tx, _UPDATE)
             written_at = datetime.now(UTC)
             for session_id, name, history in entries:
                 seen.add(session_id)
                 row = existing.get(session_id)
                 if row is None:
-                    inserts.append(
+                    inserts.add(
                         {"target": target, "session_id": session_id}
                         | _values(name, history, written_at)
                     )
                 elif _history(row) != history or row.session_name != name[:255]:
-                    updates.append(
+                    updates.add(
                         {"b_target": target, "b_session_id": session_id}
                         | _values(name, history, written_at)
                     )
                 # unchanged: no write (a steady fleet costs no UPDATEs)
-            _write(tx, inserts, updates)
+            inserts.flush()
+            updates.flush()
             _write_history(tx, target, log)
             gone = [sid for sid in existing if sid not in seen]
             if gone:
@@ -105,30 +111,47 @@ _UPDATE = update(OBSERVATIONS).where(
 )
 
 
-def _write(tx: Session, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]) -> None:
-    """New rows and changed rows, each as one executemany."""
-    if inserts:
-        tx.execute(insert(OBSERVATIONS), inserts)
-    if updates:
-        tx.connection().execute(_UPDATE, updates)
+#: Rows per executemany: big enough that statements cost little, small enough that the
+#: parameters of one statement stay a few megabytes.
+CHUNK = 2_000
 
 
-def _write_history(tx: Session, target: str, rows: Sequence[Observed]) -> None:
-    """The session history log's new rows, as one executemany."""
-    if rows:
-        tx.execute(
-            insert(HISTORY),
-            [
-                {
-                    "target": target,
-                    "session_id": row.session_id[:255],
-                    "at": row.at,
-                    "fields": row.fields,
-                    "gone": row.gone,
-                }
-                for row in rows
-            ],
+class _Batch:
+    """Rows for one statement, executed :data:`CHUNK` at a time (Core executemany)."""
+
+    def __init__(self, tx: Session, statement: Executable) -> None:
+        self.tx = tx
+        self.statement = statement
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Queue a row; execute the queue when it is full."""
+        self.rows.append(row)
+        if len(self.rows) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Execute the queued rows."""
+        if self.rows:
+            # on the connection: Core executemany, not the ORM's bulk modes
+            self.tx.connection().execute(self.statement, self.rows)
+            self.rows = []
+
+
+def _write_history(tx: Session, target: str, rows: Iterable[Observed]) -> None:
+    """The session history log's new rows."""
+    batch = _Batch(tx, insert(HISTORY))
+    for row in rows:
+        batch.add(
+            {
+                "target": target,
+                "session_id": row.session_id[:255],
+                "at": row.at,
+                "fields": row.fields,
+                "gone": row.gone,
+            }
         )
+    batch.flush()
 
 
 def _history(row: Any) -> History:
