@@ -168,6 +168,8 @@ def fakes(count: int, *args: str) -> Iterator[list[Fake]]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            if process.stdout:
+                process.stdout.close()
 
 
 def fake_args(
