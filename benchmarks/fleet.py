@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -305,6 +306,9 @@ def measure_fleet(case: FleetCase) -> Measurement:
             )
             run = janitor_sweep(config)
         rows, _ = store.audit.head()
+        failed = [t for t in run.summary["targets"] if t["error"] or t["halted"]]
+        if failed:
+            raise RuntimeError(f"{FLEET} {case.label}: targets failed: {failed}")
         deleted = check_deleted_once(case.label, fleet, expected)
         throttled = sum(f.stats()["throttled"] for f in fleet)
     executed = sum(t["outcomes"].get(str(Outcome.EXECUTED), 0) for t in run.summary["targets"])
@@ -336,6 +340,20 @@ def measure_fleet(case: FleetCase) -> Measurement:
             "janitor_max_rss_mb": round(run.max_rss_mb, 1),
             "audit_rows": rows,
         },
+    )
+
+
+def failed(case: FleetCase, error: str) -> Measurement:
+    """The record of a case whose sweep failed (its time is infinite: no ratio)."""
+    return Measurement(
+        benchmark=FLEET,
+        case=case.label,
+        seconds=math.inf,
+        lower_bound=0.0,
+        bound=FLEET_BOUND,
+        count=0,
+        unit="deletes",
+        extra={"database": case.database, "error": error[:2000]},
     )
 
 
@@ -412,14 +430,18 @@ def run_fleet(cases: Sequence[FleetCase] = DEFAULT_FLEET) -> list[Measurement]:
     results: list[Measurement] = []
     baselines: dict[tuple[int, int, int, float, float], Measurement] = {}
     for case in cases:
-        result = measure_fleet(case)
+        try:
+            result = measure_fleet(case)
+        except RuntimeError as exc:  # a failed sweep is a result too: say it, go on
+            print(f"FAILED: {exc}", file=sys.stderr, flush=True)
+            result = failed(case, str(exc))
         if case.sequential:
             shape = (case.targets, case.sessions, case.idle_every, case.latency, case.rate)
             if shape not in baselines:
                 baselines[shape] = measure_sequential(case)
                 results.append(baselines[shape])
             baseline = baselines[shape]
-            speedup = baseline.seconds / result.seconds if result.seconds > 0 else 0.0
+            speedup = baseline.seconds / result.seconds if 0 < result.seconds < math.inf else 0.0
             result.extra["sequential_s"] = round(baseline.seconds, 3)
             result.extra["speedup_vs_sequential"] = round(speedup, 2)
         results.append(result)
