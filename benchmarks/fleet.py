@@ -226,7 +226,7 @@ def janitor_sweep(config: Path) -> Run:
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT)
-        _, status, usage = os.wait4(process.pid, 0)
+        status, usage, peak_kb = _wait_measuring(process.pid)
         wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -242,8 +242,28 @@ def janitor_sweep(config: Path) -> Run:
         summary=summary,
         wall=wall,
         cpu=usage.ru_utime + usage.ru_stime,
-        max_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+        max_rss_mb=peak_kb / 1024,
     )
+
+
+def _wait_measuring(pid: int) -> tuple[int, Any, int]:
+    """Wait for ``pid``; return its wait status, its rusage and its peak RSS in kB.
+
+    The peak is the process's own ``VmHWM`` (read from ``/proc`` every 20 ms: it only
+    grows, so the last read is the peak up to then). ``ru_maxrss`` from ``wait4`` is not
+    used: a child started with vfork and exec carries the parent's RSS into it on Linux.
+    """
+    peak_kb = 0
+    status_file = Path(f"/proc/{pid}/status")
+    while True:
+        with contextlib.suppress(OSError):
+            for line in status_file.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return status, usage, peak_kb
+        time.sleep(0.02)
 
 
 # --- S1 / S2 --------------------------------------------------------------------------------
