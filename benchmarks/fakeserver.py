@@ -2,9 +2,10 @@
 
 ``python -m benchmarks.fakeserver --sessions N [--idle-every K] [--latency S] [--rate R]``
 fills a :class:`~janitor.sim.jupyter.JupyterSim` (every K-th session idle for 3 hours, the
-others active 5 minutes ago, or half and half with ``--half-idle``), serves it over HTTP on
-loopback and prints one JSON line on stdout: its ``url`` and the ids of its idle sessions'
-count. It serves until its stdin closes (the benchmark exits or closes the pipe).
+others active 5 minutes ago; with ``--half-idle``: half idle, a quarter recent, a quarter
+busy), serves it over HTTP on loopback and prints one JSON line on stdout: its ``url`` and
+how many sessions are idle. It serves until its stdin closes (the benchmark exits or closes
+the pipe).
 
 Every answer is delayed by ``--latency`` seconds (in the request's own thread, so concurrent
 requests overlap like on a real network). Above ``--rate`` requests per second (a token

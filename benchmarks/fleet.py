@@ -12,7 +12,8 @@ their own processes.
   DELETE it, never faster than R requests/s per server.
 * **S4** (``fleet_listing``): one target with N sessions (half idle past a dry-run policy),
   one recorded first sweep (every decision, audit row, memory and history row is new), on
-  SQLite; the peak RSS and CPU time of the janitor process come from ``wait4``.
+  SQLite; the janitor process's CPU time comes from ``wait4``, its peak RSS from its
+  ``VmHWM``.
 
 Lower bounds:
 
@@ -221,7 +222,7 @@ def write_config(folder: Path, db_url: str, urls: Sequence[str], **target: Any) 
 
 
 def janitor_sweep(config: Path) -> Run:
-    """Run ``janitor sweep -o json`` in its own process; measure it with ``wait4``."""
+    """Run ``janitor sweep -o json`` in its own process; measure its time, CPU and peak RSS."""
     command = [sys.executable, "-m", "janitor", "-c", str(config), "sweep", "-o", "json"]
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
