@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--only NAME ...] [--no-postgres]`` (``make bench``).
+"""``python -m benchmarks [--quick] [--only NAME ...] [--no-postgres] [--no-sequential]``
+(``make bench``).
 
 Runs the benchmarks, prints a table of measured time, lower bound and their ratio, and writes
 the results as JSON to ``benchmarks/results/<UTC timestamp>.json``.
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from benchmarks import audit, decide, enforce, list_sweep
+from benchmarks import audit, decide, enforce, fleet, list_sweep
 from benchmarks.common import Measurement, now, postgres_problem
 from janitor import __version__
 
@@ -30,6 +31,7 @@ class Plan:
 
     quick: bool
     postgres: bool
+    sequential: bool = True
 
 
 def _list(plan: Plan) -> list[Measurement]:
@@ -51,12 +53,39 @@ def _audit(plan: Plan) -> list[Measurement]:
     return audit.run(cases)
 
 
+def _fleet_enforce(plan: Plan) -> list[Measurement]:
+    cases = [
+        replace(case, sequential=plan.sequential)
+        for case in (fleet.QUICK_FLEET if plan.quick else fleet.DEFAULT_FLEET)
+    ]
+    if plan.postgres:  # S2: the same fleet on PostgreSQL (its sequential baseline is shared)
+        cases += [replace(case, database="postgres") for case in cases]
+    return fleet.run_fleet(cases)
+
+
+def _fleet_listing(plan: Plan) -> list[Measurement]:
+    return fleet.run_listing(fleet.QUICK_LISTING if plan.quick else fleet.DEFAULT_LISTING)
+
+
+def _fleet(plan: Plan) -> list[Measurement]:
+    return _fleet_enforce(plan) + _fleet_listing(plan)
+
+
 BENCHMARKS: dict[str, Callable[[Plan], list[Measurement]]] = {
     "list": _list,
     "enforce": _enforce,
     "decide": _decide,
     "audit": _audit,
+    "fleet": _fleet,
 }
+#: Parts of a benchmark, run only when named: ``fleet`` is both.
+PARTS: dict[str, Callable[[Plan], list[Measurement]]] = {
+    "fleet-enforce": _fleet_enforce,
+    "fleet-listing": _fleet_listing,
+}
+
+#: Benchmarks that use PostgreSQL when it answers.
+USES_POSTGRES = ("audit", "fleet", "fleet-enforce")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -66,10 +95,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument(
-        "--only", nargs="+", choices=sorted(BENCHMARKS), metavar="NAME", help="run only these"
+        "--only",
+        nargs="+",
+        choices=sorted({**BENCHMARKS, **PARTS}),
+        metavar="NAME",
+        help="run only these",
     )
     parser.add_argument(
         "--no-postgres", action="store_true", help="skip PostgreSQL even when it is reachable"
+    )
+    parser.add_argument(
+        "--no-sequential",
+        action="store_true",
+        help="skip the fleet's sequential baseline (minutes at the default sizes)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory for the JSON")
     return parser.parse_args(argv)
@@ -123,17 +161,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     names = args.only or list(BENCHMARKS)
     postgres = False
-    if "audit" in names and not args.no_postgres:
+    if any(name in USES_POSTGRES for name in names) and not args.no_postgres:
         problem = postgres_problem()
         postgres = problem is None
         if problem:
-            print(f"PostgreSQL not reachable, audit runs on SQLite only: {problem}")
-    plan = Plan(quick=args.quick, postgres=postgres)
+            print(f"PostgreSQL not reachable, audit and fleet run on SQLite only: {problem}")
+    plan = Plan(quick=args.quick, postgres=postgres, sequential=not args.no_sequential)
     started = time.perf_counter()
     results: list[Measurement] = []
     for name in names:
         print(f"running {name} ...", flush=True)
-        results += BENCHMARKS[name](plan)
+        results += {**BENCHMARKS, **PARTS}[name](plan)
     seconds = time.perf_counter() - started
     print()
     print(format_table(results))

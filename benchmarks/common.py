@@ -59,7 +59,7 @@ class Measurement:
         return {
             "benchmark": self.benchmark,
             "case": self.case,
-            "seconds": round(self.seconds, 6),
+            "seconds": round(self.seconds, 6) if math.isfinite(self.seconds) else None,
             "lower_bound_seconds": round(self.lower_bound, 6),
             "lower_bound": self.bound,
             "ratio": _finite(self.ratio),

@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -361,25 +361,24 @@ def history_rows(
     memory: Mapping[str, History],
     listing: Listing,
     now: datetime,
-) -> list[Observed]:
+) -> Iterator[Observed]:
     """The session history log's new rows after a recorded sweep: a listed session whose
     fields changed since they were last logged; a session missing from the listing; a
-    session this sweep's action removed (listed at ``now``, gone after it)."""
-    rows = []
-    listed = {s.id for s in listing.sessions}
+    session this sweep's action removed (listed at ``now``, gone after it).
+
+    Made one at a time, as the store writes them: a first sweep over 100,000 sessions never
+    holds all their observed fields at once."""
     for session in listing.sessions:
         before = previous.get(session.id)
         after = memory.get(session.id)
         if before is None or after is None or before.observed != after.observed:
-            rows.append(Observed(session_id=session.id, at=now, fields=observed(session)))
+            yield Observed(session_id=session.id, at=now, fields=observed(session))
         if after is None:  # removed by this sweep's action
-            rows.append(Observed(session_id=session.id, at=now, fields=None, gone=REMOVED))
-    rows += [
-        Observed(session_id=sid, at=now, fields=None, gone=MISSING)
-        for sid, before in previous.items()
-        if sid not in listed and before.observed is not None
-    ]
-    return rows
+            yield Observed(session_id=session.id, at=now, fields=None, gone=REMOVED)
+    listed = {s.id for s in listing.sessions}
+    for sid, before in previous.items():
+        if sid not in listed and before.observed is not None:
+            yield Observed(session_id=sid, at=now, fields=None, gone=MISSING)
 
 
 def _decide_all(
@@ -564,9 +563,8 @@ async def _append(run: TargetRun, rows: list[AuditEvent]) -> None:
 async def _save_memory(run: TargetRun, listing: Listing, now: datetime) -> None:
     listed = {s.id: s.name for s in listing.sessions}
     listed.update({i.id: i.id for i in listing.invalid if i.id})
-    entries: list[tuple[str, str, History]] = [
-        (sid, listed[sid], history) for sid, history in run.memory.items() if sid in listed
-    ]
+    # generators: the store writes them in chunks, within its transaction
+    entries = ((sid, listed[sid], history) for sid, history in run.memory.items() if sid in listed)
     changes = history_rows(run.previous, run.memory, listing, now)
     try:
         await db(

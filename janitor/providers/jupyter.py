@@ -39,7 +39,9 @@ name or path, ``kind`` the session ``type`` (``notebook``, ``console``, ``file``
 session's kernel id. Labels: ``kernel_name`` (the kernelspec), and ``kernel_reason`` when Jupyter
 reports why a kernel failed. Jupyter reports no creation time, owner or etag, so the re-check
 compares state, activity and connections. Several sessions can share one kernel (a notebook and
-its console): deleting one of them shuts the kernel down under the others.
+its console): deleting one of them shuts the kernel down under the others. ``raw`` keeps only
+the session model's ``id``, ``path``, ``name`` and ``type`` (nothing for a bare kernel): the
+kernel model's fields are all mapped above, and a large listing holds no copy of its JSON.
 
 Actions: ``delete`` (``DELETE api/sessions/{id}`` shuts the kernel down and removes the
 session; ``DELETE api/kernels/{id}`` for a bare kernel) and ``notify``. 404 means already
@@ -48,7 +50,13 @@ gone; 410 ("kernel deleted before session") also means the kernel is gone.
 
 from __future__ import annotations
 
+import functools
+import json
+import re
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from janitor.auth.token import TokenAuth
@@ -74,6 +82,8 @@ NO_TRACK = {"no_track_activity": "1"}
 SPECS = {
     Action.DELETE: ActionSpec(action=Action.DELETE, applies_to=frozenset(STATES)),
 }
+#: The session model's fields a record keeps in ``raw`` (see :func:`_compact`).
+SESSION_KEYS = frozenset({"id", "path", "name", "type"})
 
 
 class JupyterProvider(ProviderBase):
@@ -111,25 +121,18 @@ class JupyterProvider(ProviderBase):
         return cls(config, http, clock)
 
     async def list_sessions(self) -> Listing:
-        """Kernels first, then sessions, so a session created in between is not missed."""
+        """Kernels first, then sessions, so a session created in between is not missed.
+
+        Each listing is parsed one element at a time as its records are built (the kernels
+        after the sessions, which tell the bare ones): a listing of 100,000 sessions is never
+        held as parsed JSON all at once.
+        """
         kernels = await self._get_list("api/kernels")
         sessions = await self._get_list("api/sessions")
         records: list[Session] = []
         invalid: list[InvalidRecord] = []
-        claimed: set[str] = set()
-        owner_unknown = False  # a malformed session whose kernel cannot be told
-        for raw in sessions:
-            result = self._session_record(raw)
-            # A malformed session still owns its kernel: that kernel is no bare kernel
-            # (else it would be judged without the session's name and exemptions).
-            owned = _str_or_none(_kernel_of(raw).get("id")) if isinstance(raw, dict) else None
-            if owned:
-                claimed.add(owned)
-            if isinstance(result, InvalidRecord):
-                invalid.append(result)
-                owner_unknown = owner_unknown or owned is None
-                continue
-            records.append(result)
+        claimed, owner_unknown = self._session_records(sessions, records, invalid)
+        del sessions  # its text: the records keep what they need
         for raw in kernels:
             if isinstance(raw, dict) and _str_or_none(raw.get("id")) in claimed:
                 continue
@@ -145,6 +148,27 @@ class JupyterProvider(ProviderBase):
         return Listing(
             sessions=tuple(records), invalid=tuple(invalid), server_skew=self.http.server_skew
         )
+
+    def _session_records(
+        self, sessions: Iterable[Any], records: list[Session], invalid: list[InvalidRecord]
+    ) -> tuple[set[str], bool]:
+        """Add the session records; return the kernels they claim, and whether a malformed
+        session may own a kernel that cannot be told."""
+        claimed: set[str] = set()
+        owner_unknown = False
+        for raw in sessions:
+            result = self._session_record(raw)
+            # A malformed session still owns its kernel: that kernel is no bare kernel
+            # (else it would be judged without the session's name and exemptions).
+            owned = _str_or_none(_kernel_of(raw).get("id")) if isinstance(raw, dict) else None
+            if owned:
+                claimed.add(owned)
+            if isinstance(result, InvalidRecord):
+                invalid.append(result)
+                owner_unknown = owner_unknown or owned is None
+                continue
+            records.append(result)
+        return claimed, owner_unknown
 
     async def get_session(self, session: Session) -> Session | None:
         """Re-read one session (or bare kernel); None when it is gone."""
@@ -204,8 +228,9 @@ class JupyterProvider(ProviderBase):
             )
         return _json(response, self.config.name)
 
-    async def _get_list(self, path: str) -> list[Any]:
-        """A JSON array from ``GET path``; anything else fails the whole listing."""
+    async def _get_list(self, path: str) -> JsonArray:
+        """A JSON array from ``GET path``, read element by element; anything else fails the
+        whole listing (also a malformed element, when it is reached)."""
         response = await self.http.read("GET", path, params=NO_TRACK)
         if response.status_code != 200:
             # e.g. 404 for a wrong base_url: a failed listing, never an empty one
@@ -215,14 +240,15 @@ class JupyterProvider(ProviderBase):
                 target=self.config.name,
                 status=response.status_code,
             )
-        body = _json(response, self.config.name)
-        if not isinstance(body, list):
+        array = JsonArray.of(response, self.config.name)
+        if array is None:
+            body = _json(response, self.config.name)
             raise MalformedResponse(
                 f"GET {path}: expected a JSON array, got a JSON {type(body).__name__}",
                 target=self.config.name,
                 status=response.status_code,
             )
-        return body
+        return array
 
     def _session_record(self, raw: object) -> Session | InvalidRecord:
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"]:
@@ -248,7 +274,7 @@ class JupyterProvider(ProviderBase):
                 target=self.config.name, id=_id_of(raw), reason="kernel record without a string id"
             )
         name = f"{raw.get('name', 'kernel')}-{raw['id'][:8]}"
-        return self._record(raw["id"], name, "kernel", raw, raw, parent_id=None)
+        return self._record(raw["id"], name, "kernel", raw, {}, parent_id=None)
 
     def _record(
         self,
@@ -256,7 +282,7 @@ class JupyterProvider(ProviderBase):
         name: str,
         kind: str,
         kernel: dict[str, Any],
-        raw: dict[str, Any],
+        session_model: dict[str, Any],
         *,
         parent_id: str | None,
     ) -> Session:
@@ -280,22 +306,121 @@ class JupyterProvider(ProviderBase):
         ):
             anomalies.append(f"connections is not a count: {connections!r}")
             connections = None
-        record = Session(
+        return Session(
             target=self.config.name,
             provider=self.name,
             id=record_id,
             name=name,
-            kind=kind,
+            kind=sys.intern(kind),  # a few kinds, shared by every record
             state=STATES.get(provider_state, State.UNKNOWN),
-            provider_state=provider_state,
+            provider_state=sys.intern(provider_state),
             last_activity=last_activity,
             connections=connections,
             labels=_labels(kernel),
             parent_id=parent_id,
-            raw=raw,
+            raw=_compact(session_model),
             anomalies=tuple(anomalies),
+            actions=_actions(provider_state),
         )
-        return replace(record, actions=allowed_actions(SPECS, record))
+
+
+@functools.lru_cache(maxsize=64)
+def _actions(provider_state: str) -> frozenset[Action]:
+    """The actions a record in ``provider_state`` allows: they depend on nothing else, so
+    the records of a listing share a few sets instead of holding one each."""
+    probe = Session(
+        target="",
+        provider=JupyterProvider.name,
+        id="",
+        name="",
+        kind="",
+        state=STATES.get(provider_state, State.UNKNOWN),
+        provider_state=provider_state,
+    )
+    return allowed_actions(SPECS, probe)
+
+
+def _compact(session_model: dict[str, Any]) -> dict[str, Any]:
+    """What a record keeps of the model it came from: the session model's own fields, not
+    the kernel model (every field of which the record maps already). A bare kernel keeps
+    nothing. A listing of 100,000 sessions then holds no copy of the parsed JSON."""
+    return {key: session_model[key] for key in SESSION_KEYS if key in session_model}
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+class JsonArray:
+    """A JSON array answered by a listing, decoded one element at a time as it is iterated
+    (what ``json.loads`` accepts, element by element; a malformed element or trailing data
+    raises :class:`MalformedResponse` when reached)."""
+
+    def __init__(self, text: str, start: int, *, target: str, where: str, status: int) -> None:
+        self._text = text
+        self._start = start  # the index of "["
+        self._target = target
+        self._where = where
+        self._status = status
+
+    @classmethod
+    def of(cls, response: Any, target: str) -> JsonArray | None:
+        """The response's array; None when its body does not start with ``[``."""
+        content: bytes = response.content
+        try:
+            text = content.decode(json.detect_encoding(content), "surrogatepass")
+        except (UnicodeDecodeError, LookupError):
+            return None
+        start = _skip_space(text, 0)
+        if not text.startswith("[", start):
+            return None
+        where = f"{response.request.method} {response.request.url.path}"
+        return cls(text, start, target=target, where=where, status=response.status_code)
+
+    def __iter__(self) -> Iterator[Any]:
+        text = self._text
+        index = self._skip(self._start + 1)
+        if text.startswith("]", index):
+            self._end(index + 1)
+            return
+        while True:
+            value, index = self._element(index)
+            yield value
+            index = self._skip(index)
+            if text.startswith(",", index):
+                index = self._skip(index + 1)
+            elif text.startswith("]", index):
+                self._end(index + 1)
+                return
+            else:
+                raise self._malformed()
+
+    def _skip(self, index: int) -> int:
+        return _skip_space(self._text, index)
+
+    def _element(self, index: int) -> tuple[Any, int]:
+        try:
+            return _DECODER.raw_decode(self._text, index)
+        except ValueError:
+            raise self._malformed() from None
+
+    def _end(self, index: int) -> None:
+        if self._skip(index) != len(self._text):
+            raise self._malformed()
+
+    def _malformed(self) -> MalformedResponse:
+        return MalformedResponse(
+            f"{self._where}: body is not JSON (status {self._status})",
+            target=self._target,
+            status=self._status,
+        )
+
+
+def _skip_space(text: str, index: int) -> int:
+    """The index of the first non-blank character at or after ``index``."""
+    match = _SPACE.match(text, index)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
 
 
 def _json(response: Any, target: str) -> Any:
@@ -318,12 +443,18 @@ def _check_unique(target: str, records: list[Session]) -> None:
         seen.add(record.id)
 
 
-def _labels(kernel: dict[str, Any]) -> dict[str, str]:
-    labels = {"kernel_name": str(kernel.get("name", ""))}
+def _labels(kernel: dict[str, Any]) -> Mapping[str, str]:
     reason = kernel.get("reason")
     if isinstance(reason, str) and reason:
-        labels["kernel_reason"] = reason[:200]
-    return labels
+        return {"kernel_name": str(kernel.get("name", "")), "kernel_reason": reason[:200]}
+    return _kernel_labels(str(kernel.get("name", "")))
+
+
+@functools.lru_cache(maxsize=256)
+def _kernel_labels(kernel_name: str) -> Mapping[str, str]:
+    """The labels of a record whose kernel reports no failure, one read-only mapping per
+    kernelspec shared by every record (a fleet runs a handful of kernelspecs)."""
+    return MappingProxyType({"kernel_name": kernel_name})
 
 
 def _kernel_of(raw: dict[str, Any]) -> dict[str, Any]:

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy import Table, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from janitor.model import Action, AuditEvent, AuditKind, History, Mark, State
 from janitor.store.audit import AuditLog, Fence, check_fence
 from janitor.store.db import Database
-from janitor.store.history import Observed, write_in
-from janitor.store.tables import LeaseRow, ObservationRow, PauseRow, SweepRow
+from janitor.store.history import Observed
+from janitor.store.tables import (
+    LeaseRow,
+    ObservationRow,
+    PauseRow,
+    SessionHistoryRow,
+    SweepRow,
+)
 
 
 class ObservationStore:
-    """janitor's memory of each session between daemon sweeps."""
+    """janitor's memory of each session between daemon sweeps.
+
+    Read and written with Core statements, not ORM objects: a target of 100,000 sessions
+    costs one SELECT and a few executemany batches per sweep, with no identity map.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -26,7 +38,7 @@ class ObservationStore:
     def load(self, target: str) -> dict[str, History]:
         """Every remembered session of ``target`` by id."""
         with self.db.transaction() as tx:
-            rows = tx.scalars(select(ObservationRow).where(ObservationRow.target == target))
+            rows = tx.execute(select(OBSERVATIONS).where(OBSERVATIONS.c.target == target))
             return {row.session_id: _history(row) for row in rows}
 
     def save(
@@ -35,10 +47,14 @@ class ObservationStore:
         entries: Iterable[tuple[str, str, History]],
         *,
         fence: Fence | None = None,
-        log: Sequence[Observed] = (),
+        log: Iterable[Observed] = (),
     ) -> None:
         """Replace the target's memory with ``(session_id, name, history)`` entries, and add
         ``log``'s rows to the session history log in the same transaction.
+
+        Both are consumed as they are written, :data:`CHUNK` rows per statement: a caller
+        may pass generators, so a first sweep over 100,000 sessions never holds all their
+        rows at once.
 
         Sessions not listed any more are forgotten (call only after a complete listing).
         Unchanged entries are not written, so ``last_seen`` is the last sweep that changed
@@ -55,29 +71,90 @@ class ObservationStore:
                 check_fence(tx, fence, dialect=self.db.dialect)
             existing = {
                 row.session_id: row
-                for row in tx.scalars(select(ObservationRow).where(ObservationRow.target == target))
+                for row in tx.execute(select(OBSERVATIONS).where(OBSERVATIONS.c.target == target))
             }
             seen: set[str] = set()
+            inserts = _Batch(tx, insert(OBSERVATIONS))
+            updates = _Batch(tx, _UPDATE)
+            written_at = datetime.now(UTC)
             for session_id, name, history in entries:
                 seen.add(session_id)
                 row = existing.get(session_id)
                 if row is None:
-                    row = ObservationRow(target=target, session_id=session_id)
-                    tx.add(row)
-                elif _history(row) == history and row.session_name == name[:255]:
-                    continue  # unchanged: no write (a steady fleet costs no UPDATEs)
-                _fill(row, name, history)
-            write_in(tx, target, log)
+                    inserts.add(
+                        {"target": target, "session_id": session_id}
+                        | _values(name, history, written_at)
+                    )
+                elif _history(row) != history or row.session_name != name[:255]:
+                    updates.add(
+                        {"b_target": target, "b_session_id": session_id}
+                        | _values(name, history, written_at)
+                    )
+                # unchanged: no write (a steady fleet costs no UPDATEs)
+            inserts.flush()
+            updates.flush()
+            _write_history(tx, target, log)
             gone = [sid for sid in existing if sid not in seen]
             if gone:
                 tx.execute(
-                    delete(ObservationRow).where(
-                        ObservationRow.target == target, ObservationRow.session_id.in_(gone)
+                    delete(OBSERVATIONS).where(
+                        OBSERVATIONS.c.target == target, OBSERVATIONS.c.session_id.in_(gone)
                     )
                 )
 
 
-def _history(row: ObservationRow) -> History:
+OBSERVATIONS = cast(Table, ObservationRow.__table__)
+HISTORY = cast(Table, SessionHistoryRow.__table__)
+_UPDATE = update(OBSERVATIONS).where(
+    OBSERVATIONS.c.target == bindparam("b_target"),
+    OBSERVATIONS.c.session_id == bindparam("b_session_id"),
+)
+
+
+#: Rows per executemany: big enough that statements cost little, small enough that the
+#: parameters of one statement stay a few megabytes.
+CHUNK = 2_000
+
+
+class _Batch:
+    """Rows for one statement, executed :data:`CHUNK` at a time (Core executemany)."""
+
+    def __init__(self, tx: Session, statement: Executable) -> None:
+        self.tx = tx
+        self.statement = statement
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Queue a row; execute the queue when it is full."""
+        self.rows.append(row)
+        if len(self.rows) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Execute the queued rows."""
+        if self.rows:
+            # on the connection: Core executemany, not the ORM's bulk modes
+            self.tx.connection().execute(self.statement, self.rows)
+            self.rows = []
+
+
+def _write_history(tx: Session, target: str, rows: Iterable[Observed]) -> None:
+    """The session history log's new rows."""
+    batch = _Batch(tx, insert(HISTORY))
+    for row in rows:
+        batch.add(
+            {
+                "target": target,
+                "session_id": row.session_id[:255],
+                "at": row.at,
+                "fields": row.fields,
+                "gone": row.gone,
+            }
+        )
+    batch.flush()
+
+
+def _history(row: Any) -> History:
     mark = None
     if row.mark_policy and row.marked_at:
         mark = Mark(
@@ -102,24 +179,28 @@ def _history(row: ObservationRow) -> History:
     )
 
 
-def _fill(row: ObservationRow, name: str, history: History) -> None:
-    row.session_name = name[:255]
-    row.first_seen = history.first_seen
-    row.last_seen = datetime.now(UTC)
-    row.state = str(history.state)
-    row.state_since = history.state_since
-    row.streak_policy = history.streak_policy
-    row.streak = history.streak
-    row.mark_policy = history.mark.policy if history.mark else None
-    row.mark_action = str(history.mark.action) if history.mark and history.mark.action else None
-    row.marked_at = history.mark.marked_at if history.mark else None
-    row.warned_at = history.mark.warned_at if history.mark else None
-    row.last_key = history.last_key[:255] if history.last_key else None
-    row.provider_state = history.provider_state[:64] if history.provider_state else None
-    row.original = history.original
-    row.activity = history.activity[:255] if history.activity else None
-    row.activity_since = history.activity_since
-    row.observed = history.observed
+def _values(name: str, history: History, written_at: datetime) -> dict[str, Any]:
+    """The columns of an observation row (all but its key)."""
+    mark = history.mark
+    return {
+        "session_name": name[:255],
+        "first_seen": history.first_seen,
+        "last_seen": written_at,
+        "state": str(history.state),
+        "state_since": history.state_since,
+        "streak_policy": history.streak_policy,
+        "streak": history.streak,
+        "mark_policy": mark.policy if mark else None,
+        "mark_action": str(mark.action) if mark and mark.action else None,
+        "marked_at": mark.marked_at if mark else None,
+        "warned_at": mark.warned_at if mark else None,
+        "last_key": history.last_key[:255] if history.last_key else None,
+        "provider_state": history.provider_state[:64] if history.provider_state else None,
+        "original": history.original,
+        "activity": history.activity[:255] if history.activity else None,
+        "activity_since": history.activity_since,
+        "observed": history.observed,
+    }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

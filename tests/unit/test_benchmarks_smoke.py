@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from benchmarks import __main__ as bench
-from benchmarks import audit, decide, enforce, list_sweep
+from benchmarks import audit, decide, enforce, fleet, list_sweep
 
 
 def test_decide_runs_and_agrees_with_its_baseline() -> None:
@@ -55,3 +55,23 @@ def test_table_and_json_output(tmp_path: Path) -> None:
     assert body["quick"] is True
     assert body["results"][0]["benchmark"] == "decide"
     assert set(body["results"][0]) >= {"seconds", "lower_bound_seconds", "ratio", "per_second"}
+
+
+def test_fleet_deletes_each_idle_session_once_with_fakes_in_other_processes() -> None:
+    case = fleet.FleetCase(targets=2, sessions=30, latency=0.001, rate=1000.0)
+    sequential, result = fleet.run_fleet([case])
+    assert (sequential.benchmark, result.benchmark) == ("fleet_sequential", "fleet")
+    assert sequential.count == result.count == 6  # every tenth of 2 x 30, each deleted once
+    assert result.extra["deleted_exactly_once"] == 6
+    assert result.extra["requests"] == 2 * (2 + 2 * 3)
+    assert result.lower_bound > 0
+    assert float(result.extra["janitor_cpu_s"]) > 0
+    assert "speedup_vs_sequential" in result.extra
+
+
+def test_fleet_listing_measures_the_janitor_process() -> None:
+    (result,) = fleet.run_listing([fleet.ListingCase(sessions=40)])
+    assert result.count == 40
+    assert result.extra["would_act"] == 20
+    assert float(result.extra["janitor_max_rss_mb"]) > 0
+    assert result.lower_bound > 0
