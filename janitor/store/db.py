@@ -27,6 +27,9 @@ from janitor.errors import ConfigError, DatabaseMissing, SchemaOutdated, StoreEr
 
 log = logging.getLogger(__name__)
 
+#: The execution option that marks a connection of :meth:`Database.reading`.
+READ_ONLY = "janitor_read_only"
+
 #: PostgreSQL session settings: no statement or lock wait may hang a sweep forever.
 PG_TIMEOUTS = {
     "statement_timeout": "60s",
@@ -92,6 +95,7 @@ class Database:
         self.dialect = self.url.get_backend_name()
         self.engine = self._make_engine(echo, create=create)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = self.engine.execution_options(**{READ_ONLY: True})
 
     @property
     def path(self) -> Path | None:
@@ -147,6 +151,25 @@ class Database:
         """
         try:
             with self.sessions() as session, session.begin():
+                yield session
+        except SQLAlchemyError as exc:
+            raise StoreError(self.describe(exc)) from exc
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads: on SQLite it begins DEFERRED instead of IMMEDIATE.
+
+        Every writing transaction on SQLite takes the write lock at BEGIN (so writers queue
+        instead of failing on a lock upgrade). A read needs no such lock: in WAL mode it sees
+        the last committed state without waiting for the writer or holding it up. The checks
+        made before every action (pause, policy revision, keep) read through here, so they no
+        longer queue behind the audit writer. On PostgreSQL this is :meth:`transaction`.
+
+        Raises:
+            StoreError: the database failed or could not be reached.
+        """
+        try:
+            with self.sessions(bind=self._reader) as session, session.begin():
                 yield session
         except SQLAlchemyError as exc:
             raise StoreError(self.describe(exc)) from exc
@@ -224,7 +247,8 @@ def _postgres_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin_immediate(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    reading = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN DEFERRED" if reading else "BEGIN IMMEDIATE")
 
 
 def _short(exc: SQLAlchemyError) -> str:

@@ -27,13 +27,13 @@ class KeepStore:
 
     def active(self, target: str, now: datetime) -> dict[str, Keep]:
         """The target's keeps that hold at ``now``, by session id."""
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             rows = tx.scalars(select(KeepRow).where(KeepRow.target == target, KeepRow.until > now))
             return {row.session_id: _keep(row) for row in rows}
 
     def get(self, target: str, session_id: str, now: datetime) -> Keep | None:
         """The session's keep if it holds at ``now`` (read again at the re-check)."""
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             row = tx.get(KeepRow, (target, session_id))
             keep = _keep(row) if row is not None else None
         return keep if keep is not None and keep.holds(now) else None

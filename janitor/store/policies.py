@@ -351,7 +351,7 @@ class PolicyStore:
 
     def current(self) -> list[StoredVersion]:
         """The current version of every policy, by name."""
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             rows = tx.scalars(select(PolicyRow).order_by(PolicyRow.name)).all()
             return [
                 _stored(row.name, row.version, row.enabled, "current", "", row.updated_at, row.spec)
@@ -383,7 +383,7 @@ class PolicyStore:
 
     def revision(self) -> int:
         """A number that grows with every policy change (cheap to poll)."""
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             return int(tx.scalar(select(func.max(PolicyVersionRow.id))) or 0)
 
     def load(self) -> list[Policy]:

@@ -37,7 +37,7 @@ class ObservationStore:
 
     def load(self, target: str) -> dict[str, History]:
         """Every remembered session of ``target`` by id."""
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             rows = tx.execute(select(OBSERVATIONS).where(OBSERVATIONS.c.target == target))
             return {row.session_id: _history(row) for row in rows}
 
@@ -284,7 +284,7 @@ class LeaseStore:
 
     def get(self, name: str) -> LeaseInfo | None:
         """The lease as stored, expired or not."""
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             row = tx.get(LeaseRow, name)
             if row is None:
                 return None
@@ -317,7 +317,7 @@ class PauseStore:
 
     def get(self) -> PauseInfo:
         """Whether janitor is paused, and why."""
-        with self.db.transaction() as tx:
+        with self.db.reading() as tx:
             row = tx.get(PauseRow, 1)
             if row is None:
                 return PauseInfo(paused=False)
