@@ -259,6 +259,39 @@ def _shared(exc: StoreError) -> StoreError:
     return error
 
 
+#: Rows per executemany: a first sweep's 100,000 decision rows go in without holding all their
+#: column dictionaries (and the driver's copies of them) at once.
+INSERT_CHUNK = 2000
+
+
+class _Inserts:
+    """Chained rows waiting for their INSERT, in chain order, written a chunk at a time."""
+
+    def __init__(self, log: AuditLog, tx: Session, *, after: int | None) -> None:
+        self._log = log
+        self._tx = tx
+        self._after = after
+        self._pending: list[tuple[list[AuditEvent], int]] = []  # (a request's rows, index)
+
+    def add(self, rows: list[AuditEvent]) -> None:
+        """Queue ``rows``; each gets its id (in place, in ``rows``) when its chunk is written."""
+        for position in range(len(rows)):
+            self._pending.append((rows, position))
+            if len(self._pending) >= INSERT_CHUNK:
+                self.flush()
+
+    def flush(self) -> None:
+        """Insert the queued rows; their ids follow the last id written, in chain order."""
+        if not self._pending:
+            return
+        events = [rows[position] for rows, position in self._pending]
+        ids = self._log._insert(self._tx, events, after=self._after)
+        for (rows, position), row_id in zip(self._pending, ids, strict=True):
+            rows[position] = replace(rows[position], id=row_id)
+        self._after = ids[-1]
+        self._pending.clear()
+
+
 def _chain(events: Sequence[AuditEvent], prev: str) -> list[AuditEvent]:
     """``events`` linked after the row whose hash is ``prev``, each with its own hash."""
     chained = []
@@ -402,27 +435,22 @@ class AuditLog:
         """
         results = self._fence_errors(tx, requests)
         head_id, prev = self._head(tx)
-        chained: list[AuditEvent] = []
-        owners: list[int] = []
+        stored: list[list[AuditEvent] | BaseException] = [
+            error if error is not None else [] for error in results
+        ]
+        inserts = _Inserts(self, tx, after=head_id)
         for index, request in enumerate(requests):
             if results[index] is not None:
                 continue
             try:
                 rows = _chain(request.events, prev)
             except Exception as exc:  # noqa: BLE001 (a row that cannot be hashed fails its request only)
-                results[index] = exc
+                stored[index] = exc
                 continue
-            chained += rows
-            owners += [index] * len(rows)
+            stored[index] = rows  # each row gets its id in place as its chunk is inserted
+            inserts.add(rows)
             prev = rows[-1].hash or GENESIS
-        ids = self._insert(tx, chained, after=head_id)
-        stored: list[list[AuditEvent] | BaseException] = [
-            error if error is not None else [] for error in results
-        ]
-        for owner, event, row_id in zip(owners, chained, ids, strict=True):
-            rows_of = stored[owner]
-            assert isinstance(rows_of, list)
-            rows_of.append(replace(event, id=row_id))
+        inserts.flush()
         return stored
 
     def _fence_errors(

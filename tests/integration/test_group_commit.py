@@ -21,7 +21,7 @@ from sqlalchemy import event, text
 from janitor.errors import LeaseLost, StoreError
 from janitor.model import AuditEvent, AuditKind
 from janitor.store import Database, Store
-from janitor.store.audit import MAX_BATCH_ROWS, Fence
+from janitor.store.audit import INSERT_CHUNK, MAX_BATCH_ROWS, Fence
 from janitor.store.db import advisory_xact_lock
 
 HANG = 30.0  # a guard against hangs, never a timing assertion
@@ -388,3 +388,19 @@ def test_a_takeover_waits_until_the_batch_that_checked_the_fence_has_committed(
     assert intent.error is None
     assert intent.result is not None
     assert seen_by_new_holder == [[intent.result[0].id]]
+
+
+def test_an_append_larger_than_a_chunk_keeps_its_ids_and_chain_in_order(store: Store) -> None:
+    """A first sweep's decision rows are inserted a chunk at a time: the ids returned are the
+    stored rows', rising in chain order across the chunks, and the chain verifies."""
+    store.audit.append(rows("before", 3))
+    count = 2 * INSERT_CHUNK + 7
+    written = store.audit.append(rows("big", count))
+    ids = [e.id for e in written]
+    assert len(ids) == count
+    assert all(i is not None for i in ids)
+    assert ids == sorted(ids), "ids rise in chain order"
+    assert len(set(ids)) == count, "no id is given twice"
+    assert stored(store)[3:] == written, "what was returned is what was stored"
+    assert [e.session_id for e in written] == [f"big/{i}" for i in range(count)]
+    assert store.audit.verify().ok
