@@ -101,9 +101,9 @@ from janitor.http_errors import OCI, ErrorKind
 from janitor.model import Action, InvalidRecord, Listing, Session, State
 from janitor.providers import paging
 from janitor.providers.base import ProviderBase, Receipt
+from janitor.providers.kernels import kernel_activity
 from janitor.providers.kit import ActionSpec, ParentRelation, allowed_actions
 from janitor.targets import AidpConfig, TargetConfig
-from janitor.timestamps import parse_iso
 
 API_VERSION = "20260430"
 #: Sessions asked for per page (the server may send fewer).
@@ -357,20 +357,13 @@ class AidpProvider(ProviderBase):
             anomalies.append(f"kernel is not an object: {_shape(kernel)}")
         kernel = kernel if isinstance(kernel, dict) else {}
         provider_state, state = _state(raw.get("lifecycleState"), kernel, anomalies)
-        last_activity, problem = parse_iso(
-            kernel.get("last_activity"),
-            field="kernel.last_activity",
+        last_activity, connections = kernel_activity(
+            kernel,
+            field_prefix="kernel.",
             now=self.clock.now(),
             tolerance=self.config.skew_tolerance,
+            anomalies=anomalies,
         )
-        if problem:
-            anomalies.append(problem)
-        connections = kernel.get("connections")
-        if connections is not None and (
-            isinstance(connections, bool) or not isinstance(connections, int) or connections < 0
-        ):
-            anomalies.append(f"kernel.connections is not a count: {connections!r}")
-            connections = None
         shown = raw.get("name")
         if not isinstance(shown, str):
             anomalies.append(f"name is not a string: {_shape(shown)}")

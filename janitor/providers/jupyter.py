@@ -65,9 +65,9 @@ from janitor.errors import ActionRejected, MalformedResponse
 from janitor.http import TargetHttp, make_target_http
 from janitor.model import Action, InvalidRecord, Listing, Session, State
 from janitor.providers.base import ProviderBase, Receipt
+from janitor.providers.kernels import kernel_activity
 from janitor.providers.kit import ActionSpec, ParentRelation, allowed_actions
 from janitor.targets import JupyterConfig, TargetConfig
-from janitor.timestamps import parse_iso
 
 STATES: dict[str, State] = {
     "idle": State.IDLE,
@@ -292,20 +292,13 @@ class JupyterProvider(ProviderBase):
         if not isinstance(provider_state, str):
             anomalies.append(f"execution_state is not a string: {provider_state!r}")
             provider_state = repr(provider_state)
-        last_activity, problem = parse_iso(
-            kernel.get("last_activity"),
-            field="last_activity",
+        last_activity, connections = kernel_activity(
+            kernel,
+            field_prefix="",
             now=now,
             tolerance=self.config.skew_tolerance,
+            anomalies=anomalies,
         )
-        if problem:
-            anomalies.append(problem)
-        connections = kernel.get("connections")
-        if connections is not None and (
-            isinstance(connections, bool) or not isinstance(connections, int) or connections < 0
-        ):
-            anomalies.append(f"connections is not a count: {connections!r}")
-            connections = None
         return Session(
             target=self.config.name,
             provider=self.name,
