@@ -188,17 +188,12 @@ class AidpProvider(ProviderBase):
 
     async def list_sessions(self) -> Listing:
         """Every session of every workspace (every page), or an error."""
-        records: list[Session] = []
-        invalid: list[InvalidRecord] = []
-        for workspace in self.config.workspaces:
-            for raw in await self._list_workspace(workspace):
-                record = self._record(workspace, raw)
-                if isinstance(record, InvalidRecord):
-                    invalid.append(record)
-                else:
-                    records.append(record)
-        return Listing(
-            sessions=tuple(records), invalid=tuple(invalid), server_skew=self.http.server_skew
+        return self.listing(
+            [
+                self._record(workspace, raw)
+                for workspace in self.config.workspaces
+                for raw in await self._list_workspace(workspace)
+            ]
         )
 
     async def _list_workspace(self, workspace: str) -> list[Any]:

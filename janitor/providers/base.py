@@ -22,13 +22,13 @@ The contract every provider passes is tests/providers/contract.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from janitor.http import TargetHttp
-from janitor.model import Action, Listing, Session, State
+from janitor.model import Action, InvalidRecord, Listing, Session, State
 from janitor.providers.kit import ActionSpec, ParentRelation, Settlement, judge
 from janitor.targets import TargetConfig
 
@@ -140,6 +140,20 @@ class ProviderBase:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.actions = frozenset({*cls.specs, Action.NOTIFY})
+
+    def listing(self, results: Iterable[Session | InvalidRecord]) -> Listing:
+        """The listing of ``results`` (records and records that could not be read, in listing
+        order), with the server's clock skew seen by this target's HTTP client."""
+        sessions: list[Session] = []
+        invalid: list[InvalidRecord] = []
+        for result in results:
+            if isinstance(result, InvalidRecord):
+                invalid.append(result)
+            else:
+                sessions.append(result)
+        return Listing(
+            sessions=tuple(sessions), invalid=tuple(invalid), server_skew=self.http.server_skew
+        )
 
     async def get_session(self, session: Session) -> Session | None:
         """The fresh record (implemented by each provider)."""

@@ -192,17 +192,9 @@ class FabricSqlProvider(ProviderBase):
         except* AuthFailed as failed:
             raise failed.exceptions[0] from None
         statements = {key: task.result() for key, task in zip(running, tasks, strict=True)}
-        records: list[Session] = []
-        invalid: list[InvalidRecord] = []
-        for workspace, raw in listed:
-            sid = _session_id(raw)
-            result = self._record(workspace, raw, statements.get((workspace, sid or "")))
-            if isinstance(result, InvalidRecord):
-                invalid.append(result)
-            else:
-                records.append(result)
-        return Listing(
-            sessions=tuple(records), invalid=tuple(invalid), server_skew=self.http.server_skew
+        return self.listing(
+            self._record(workspace, raw, statements.get((workspace, _session_id(raw) or "")))
+            for workspace, raw in listed
         )
 
     async def _list_workspace(self, workspace: str) -> list[Any]:

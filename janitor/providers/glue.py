@@ -219,10 +219,7 @@ class GlueProvider(ProviderBase):
             fetch, key=_session_id, target=self.config.name, what="sessions"
         )
         await self._resolve_account()
-        results = await asyncio.gather(*(self._record(raw) for raw in raws))
-        records = tuple(r for r in results if isinstance(r, Session))
-        invalid = tuple(r for r in results if isinstance(r, InvalidRecord))
-        return Listing(sessions=records, invalid=invalid, server_skew=self.http.server_skew)
+        return self.listing(await asyncio.gather(*(self._record(raw) for raw in raws)))
 
     async def get_session(self, session: Session) -> Session | None:
         """GetSession (with tags and statements); None when Glue says it does not exist."""
