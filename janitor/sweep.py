@@ -557,7 +557,7 @@ async def _act_all(run: TargetRun, decisions: Sequence[Decision]) -> None:
 
 async def _append(run: TargetRun, rows: list[AuditEvent]) -> None:
     if rows:
-        await db(run.rt.store.audit.append, rows)
+        await db(run.rt.store.audit.extend, rows)
 
 
 async def _save_memory(run: TargetRun, listing: Listing, now: datetime) -> None:

@@ -39,9 +39,9 @@ name or path, ``kind`` the session ``type`` (``notebook``, ``console``, ``file``
 session's kernel id. Labels: ``kernel_name`` (the kernelspec), and ``kernel_reason`` when Jupyter
 reports why a kernel failed. Jupyter reports no creation time, owner or etag, so the re-check
 compares state, activity and connections. Several sessions can share one kernel (a notebook and
-its console): deleting one of them shuts the kernel down under the others. ``raw`` keeps only
-the session model's ``id``, ``path``, ``name`` and ``type`` (nothing for a bare kernel): the
-kernel model's fields are all mapped above, and a large listing holds no copy of its JSON.
+its console): deleting one of them shuts the kernel down under the others. ``raw`` is empty: the kernel
+model's fields are all mapped above, the session model gives the name and kind, and nothing
+reads more of it, so a large listing holds no copy of its JSON.
 
 Actions: ``delete`` (``DELETE api/sessions/{id}`` shuts the kernel down and removes the
 session; ``DELETE api/kernels/{id}`` for a bare kernel) and ``notify``. 404 means already
@@ -82,8 +82,10 @@ NO_TRACK = {"no_track_activity": "1"}
 SPECS = {
     Action.DELETE: ActionSpec(action=Action.DELETE, applies_to=frozenset(STATES)),
 }
-#: The session model's fields a record keeps in ``raw`` (see :func:`_compact`).
-SESSION_KEYS = frozenset({"id", "path", "name", "type"})
+#: A Jupyter record's ``raw``: empty, shared by every record. Nothing reads a Jupyter
+#: record's raw fields (the re-check reads the session again), so a listing of 100,000
+#: sessions keeps no part of the parsed JSON beyond the fields its records map.
+NO_RAW: Mapping[str, Any] = MappingProxyType({})
 
 
 class JupyterProvider(ProviderBase):
@@ -265,7 +267,7 @@ class JupyterProvider(ProviderBase):
         name = raw.get("name") or raw.get("path") or raw["id"]
         kind = raw.get("type") if isinstance(raw.get("type"), str) else "notebook"
         return self._record(
-            raw["id"], str(name), str(kind), kernel, raw, parent_id=_str_or_none(kernel.get("id"))
+            raw["id"], str(name), str(kind), kernel, parent_id=_str_or_none(kernel.get("id"))
         )
 
     def _kernel_record(self, raw: object) -> Session | InvalidRecord:
@@ -274,7 +276,7 @@ class JupyterProvider(ProviderBase):
                 target=self.config.name, id=_id_of(raw), reason="kernel record without a string id"
             )
         name = f"{raw.get('name', 'kernel')}-{raw['id'][:8]}"
-        return self._record(raw["id"], name, "kernel", raw, {}, parent_id=None)
+        return self._record(raw["id"], name, "kernel", raw, parent_id=None)
 
     def _record(
         self,
@@ -282,7 +284,6 @@ class JupyterProvider(ProviderBase):
         name: str,
         kind: str,
         kernel: dict[str, Any],
-        session_model: dict[str, Any],
         *,
         parent_id: str | None,
     ) -> Session:
@@ -311,7 +312,7 @@ class JupyterProvider(ProviderBase):
             connections=connections,
             labels=_labels(kernel),
             parent_id=parent_id,
-            raw=_compact(session_model),
+            raw=NO_RAW,
             anomalies=tuple(anomalies),
             actions=_actions(provider_state),
         )
@@ -331,13 +332,6 @@ def _actions(provider_state: str) -> frozenset[Action]:
         provider_state=provider_state,
     )
     return allowed_actions(SPECS, probe)
-
-
-def _compact(session_model: dict[str, Any]) -> dict[str, Any]:
-    """What a record keeps of the model it came from: the session model's own fields, not
-    the kernel model (every field of which the record maps already). A bare kernel keeps
-    nothing. A listing of 100,000 sessions then holds no copy of the parsed JSON."""
-    return {key: session_model[key] for key in SESSION_KEYS if key in session_model}
 
 
 _SPACE = re.compile(r"[ \t\n\r]*")

@@ -74,6 +74,8 @@ class AppendRequest:
 
     events: tuple[AuditEvent, ...]
     fence: Fence | None = None
+    #: False: the caller wants no rows back (see :meth:`AuditLog.extend`).
+    returning: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,14 +244,21 @@ def compute_hash(event: AuditEvent) -> str:
     return hashlib.sha256(canonical(event)).hexdigest()
 
 
-def _columns(event: AuditEvent) -> dict[str, Any]:
-    """A chained event as the column values of its row (without ``id``)."""
+def _columns(event: AuditEvent, prev: str, digest: str) -> dict[str, Any]:
+    """``event`` linked after ``prev`` with hash ``digest``, as the column values of its row
+    (without ``id``; the ``at`` column stores its time in UTC)."""
     values = {name: getattr(event, name) for name in HASHED_FIELDS}
+    values["prev_hash"] = prev
     values["kind"] = str(event.kind)
     values["action"] = str(event.action) if event.action else None
     values["outcome"] = str(event.outcome) if event.outcome else None
-    values["hash"] = event.hash
+    values["hash"] = digest
     return values
+
+
+def _stored(event: AuditEvent, prev: str, digest: str, row_id: int) -> AuditEvent:
+    """``event`` as it was stored: linked after ``prev``, with its hash, id and UTC time."""
+    return replace(event, id=row_id, prev_hash=prev, hash=digest, at=event.at.astimezone(UTC))
 
 
 def _shared(exc: StoreError) -> StoreError:
@@ -265,18 +274,32 @@ INSERT_CHUNK = 2000
 
 
 class _Inserts:
-    """Chained rows waiting for their INSERT, in chain order, written a chunk at a time."""
+    """Chained rows waiting for their INSERT, in chain order, written a chunk at a time.
+
+    A queued row is the caller's event with its link (``prev``, its hash): its column values
+    are built only when its chunk is written, so a request of 100,000 rows is never held as
+    100,000 chained copies, nor as 100,000 column dictionaries.
+    """
 
     def __init__(self, log: AuditLog, tx: Session, *, after: int | None) -> None:
         self._log = log
         self._tx = tx
         self._after = after
-        self._pending: list[tuple[list[AuditEvent], int]] = []  # (a request's rows, index)
+        #: (event, prev, hash, where its stored row goes: None when not returned)
+        self._pending: list[tuple[AuditEvent, str, str, list[AuditEvent] | None]] = []
 
-    def add(self, rows: list[AuditEvent]) -> None:
-        """Queue ``rows``; each gets its id (in place, in ``rows``) when its chunk is written."""
-        for position in range(len(rows)):
-            self._pending.append((rows, position))
+    def add(
+        self,
+        events: Sequence[AuditEvent],
+        hashes: Sequence[str],
+        prev: str,
+        stored: list[AuditEvent] | None,
+    ) -> None:
+        """Queue ``events`` (hashed after ``prev``); with ``stored``, each one's stored row is
+        appended to it, with its id, when its chunk is written."""
+        for event, digest in zip(events, hashes, strict=True):
+            self._pending.append((event, prev, digest, stored))
+            prev = digest
             if len(self._pending) >= INSERT_CHUNK:
                 self.flush()
 
@@ -284,23 +307,22 @@ class _Inserts:
         """Insert the queued rows; their ids follow the last id written, in chain order."""
         if not self._pending:
             return
-        events = [rows[position] for rows, position in self._pending]
-        ids = self._log._insert(self._tx, events, after=self._after)
-        for (rows, position), row_id in zip(self._pending, ids, strict=True):
-            rows[position] = replace(rows[position], id=row_id)
+        columns = [_columns(event, prev, digest) for event, prev, digest, _ in self._pending]
+        ids = self._log._insert(self._tx, columns, after=self._after)
+        for (event, prev, digest, stored), row_id in zip(self._pending, ids, strict=True):
+            if stored is not None:
+                stored.append(_stored(event, prev, digest, row_id))
         self._after = ids[-1]
         self._pending.clear()
 
 
-def _chain(events: Sequence[AuditEvent], prev: str) -> list[AuditEvent]:
-    """``events`` linked after the row whose hash is ``prev``, each with its own hash."""
-    chained = []
+def _hashes(events: Sequence[AuditEvent], prev: str) -> list[str]:
+    """The hash of each of ``events`` linked in order after the row whose hash is ``prev``."""
+    hashes = []
     for event in events:
-        linked = replace(event, prev_hash=prev, hash=None, at=event.at.astimezone(UTC))
-        linked = replace(linked, hash=compute_hash(linked))
-        chained.append(linked)
-        prev = linked.hash or GENESIS
-    return chained
+        prev = compute_hash(replace(event, prev_hash=prev, hash=None))
+        hashes.append(prev)
+    return hashes
 
 
 def to_event(row: AuditRow) -> AuditEvent:
@@ -386,6 +408,16 @@ class AuditLog:
             return []
         return self.group.submit(AppendRequest(events=tuple(events), fence=fence), len(events))
 
+    def extend(self, events: Sequence[AuditEvent], *, fence: Fence | None = None) -> None:
+        """Append events like :meth:`append`, with the same guarantees, but return nothing.
+
+        The stored rows are not built: a first sweep's 100,000 decision rows are then held
+        once, by the caller, and not a second time with their ids and hashes.
+        """
+        if events:
+            request = AppendRequest(events=tuple(events), fence=fence, returning=False)
+            self.group.submit(request, len(events))
+
     def append_in(
         self, tx: Session, events: Sequence[AuditEvent], *, fence: Fence | None = None
     ) -> list[AuditEvent]:
@@ -442,14 +474,15 @@ class AuditLog:
         for index, request in enumerate(requests):
             if results[index] is not None:
                 continue
-            try:
-                rows = _chain(request.events, prev)
+            try:  # every row is hashed before any of the request's rows is inserted
+                hashes = _hashes(request.events, prev)
             except Exception as exc:  # noqa: BLE001 (a row that cannot be hashed fails its request only)
                 stored[index] = exc
                 continue
-            stored[index] = rows  # each row gets its id in place as its chunk is inserted
-            inserts.add(rows)
-            prev = rows[-1].hash or GENESIS
+            rows: list[AuditEvent] = []  # filled as the request's chunks are inserted
+            inserts.add(request.events, hashes, prev, rows if request.returning else None)
+            stored[index] = rows
+            prev = hashes[-1] if hashes else prev
         inserts.flush()
         return stored
 
@@ -477,8 +510,9 @@ class AuditLog:
         ).first()
         return (int(row[0]), row[1]) if row is not None else (None, GENESIS)
 
-    def _insert(self, tx: Session, events: Sequence[AuditEvent], *, after: int | None) -> list[int]:
-        """Insert the chained rows with one Core executemany; their ids, in the same order.
+    def _insert(self, tx: Session, rows: list[dict[str, Any]], *, after: int | None) -> list[int]:
+        """Insert the chained rows' column values with one Core executemany, setting each
+        one's ``id``; return the ids, in the same order.
 
         The chain is walked in id order, so the ids must rise in chain order: they are given
         explicitly, under the chain's lock. On SQLite they are the ones SQLite would pick (the
@@ -487,14 +521,15 @@ class AuditLog:
         sorted, so they are the sequence's next values in chain order whatever order
         ``nextval`` ran in. Either way a plain executemany does: no RETURNING, no ORM flush.
         """
-        if not events:
+        if not rows:
             return []
         if self.db.dialect == "sqlite":
             first = (after or 0) + 1
-            ids = list(range(first, first + len(events)))
+            ids = list(range(first, first + len(rows)))
         else:
-            ids = sorted(int(i) for i in tx.scalars(_NEXT_IDS, {"count": len(events)}))
-        rows = [_columns(e) | {"id": i} for e, i in zip(events, ids, strict=True)]
+            ids = sorted(int(i) for i in tx.scalars(_NEXT_IDS, {"count": len(rows)}))
+        for values, row_id in zip(rows, ids, strict=True):
+            values["id"] = row_id
         tx.execute(insert(AuditTable), rows)
         return ids
 

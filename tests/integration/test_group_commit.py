@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -81,7 +82,15 @@ def commits_counted(store: Store) -> Iterator[list[int]]:
 class Appender:
     """One append in its own thread; ``result`` or ``error`` once it returned."""
 
-    def __init__(self, store: Store, events: Sequence[AuditEvent], fence: Fence | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        events: Sequence[AuditEvent],
+        fence: Fence | None,
+        *,
+        returning: bool = True,
+    ) -> None:
+        self.returning = returning
         self.result: list[AuditEvent] | None = None
         self.error: BaseException | None = None
         self.seen_at_return: list[int] = []
@@ -91,7 +100,11 @@ class Appender:
 
     def _run(self) -> None:
         try:
-            self.result = self._store.audit.append(self._events, fence=self._fence)
+            if self.returning:
+                self.result = self._store.audit.append(self._events, fence=self._fence)
+            else:
+                self._store.audit.extend(self._events, fence=self._fence)
+                self.result = []
             self.seen_at_return = visible_ids(self._store.db)
         except BaseException as exc:  # noqa: BLE001 (the test inspects it)
             self.error = exc
@@ -124,17 +137,22 @@ def wait_until(check: Callable[[], bool]) -> None:
 
 
 def one_batch(
-    store: Store, requests: Sequence[tuple[list[AuditEvent], Fence | None]]
+    store: Store,
+    requests: Sequence[tuple[list[AuditEvent], Fence | None]],
+    *,
+    returning: Sequence[bool] = (),
 ) -> tuple[Appender, list[Appender], int]:
     """A leader appends while the chain is locked elsewhere, ``requests`` queue behind it in
-    order; then the lock goes. Returns (leader, the queued appenders, commits issued)."""
+    order; then the lock goes. Returns (leader, the queued appenders, commits issued).
+    ``returning[k]`` False: request ``k`` is an ``extend``, not an ``append``."""
     with commits_counted(store) as commits:
         with chain_locked(store):
             leader = Appender(store, rows("leader"), None)
             wait_until(lambda: store.audit.group.queued == 1)
             queued = []
-            for events, fence in requests:
-                queued.append(Appender(store, events, fence))
+            for k, (events, fence) in enumerate(requests):
+                wants = returning[k] if k < len(returning) else True
+                queued.append(Appender(store, events, fence, returning=wants))
                 count = len(queued) + 1
                 wait_until(lambda count=count: store.audit.group.queued == count)  # type: ignore[misc]
         for appender in (leader, *queued):
@@ -403,4 +421,66 @@ def test_an_append_larger_than_a_chunk_keeps_its_ids_and_chain_in_order(store: S
     assert len(set(ids)) == count, "no id is given twice"
     assert stored(store)[3:] == written, "what was returned is what was stored"
     assert [e.session_id for e in written] == [f"big/{i}" for i in range(count)]
+    assert store.audit.verify().ok
+
+
+def unlinked(events: Sequence[AuditEvent]) -> list[AuditEvent]:
+    """``events`` without what the store sets (id, prev_hash, hash)."""
+    return [replace(e, id=None, prev_hash=None, hash=None) for e in events]
+
+
+def test_extend_stores_a_request_larger_than_a_chunk_in_order_and_returns_nothing(
+    store: Store,
+) -> None:
+    """``extend`` (a sweep's decision rows) writes like ``append`` without building the
+    stored rows: every event is stored, in order, with ids rising by one, and the chain
+    verifies."""
+    store.audit.append(rows("before", 3))
+    count = 2 * INSERT_CHUNK + 7
+    events = rows("big", count)
+    assert store.audit.extend(events) is None  # type: ignore[func-returns-value]
+    chain = stored(store)[3:]
+    assert unlinked(chain) == events
+    first = chain[0].id
+    assert first is not None
+    assert [e.id for e in chain] == list(range(first, first + count))
+    assert store.audit.verify().ok
+
+
+def test_extend_under_a_lost_fence_raises_and_writes_nothing(store: Store) -> None:
+    ours = fence_for(store, "nb")
+    stale = Fence(lease="nb", holder=ours.holder, token=ours.token - 1)
+    with pytest.raises(LeaseLost):
+        store.audit.extend(rows("stale", 3), fence=stale)
+    assert stored(store) == []
+    store.audit.extend(rows("ours", 2), fence=ours)
+    assert [e.session_id for e in stored(store)] == ["ours/0", "ours/1"]
+
+
+def test_appends_batched_with_an_extend_get_back_exactly_their_stored_rows(
+    store: Store,
+) -> None:
+    """An extend between appends in one transaction: each append returns its own stored
+    rows (ids and hashes as stored), the extend's rows lie between them in the chain."""
+    requests = [(rows("a", 2), None), (rows("mid", 5), None), (rows("b", 3), None)]
+    leader, queued, commits = one_batch(store, requests, returning=[True, False, True])
+    assert commits == 1
+    assert all(x.error is None for x in (leader, *queued))
+    first, middle, last = queued
+    assert middle.result == []
+    chain = stored(store)
+    by_id = {e.id: e for e in chain}
+    for appender in (leader, first, last):
+        assert appender.result
+        assert [by_id[e.id] for e in appender.result] == appender.result
+    sessions = [e.session_id for e in chain]
+    assert sessions == [
+        "leader/0",
+        "a/0",
+        "a/1",
+        *(f"mid/{i}" for i in range(5)),
+        "b/0",
+        "b/1",
+        "b/2",
+    ]
     assert store.audit.verify().ok
