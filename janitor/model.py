@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from janitor.frozen import slot_init
+
 
 class State(enum.StrEnum):
     """Normalized session state (DESIGN 2.4). Each provider maps its own states onto these."""
@@ -113,6 +115,7 @@ class AuditKind(enum.StrEnum):
     CHECKPOINT = "checkpoint"  # ``audit prune``: rows removed, the chain continues from here
 
 
+@slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Session:
     """One provider session, normalized (DESIGN 2.4).
@@ -196,6 +199,7 @@ class Mark:
         return self.policy == policy and self.action in (None, action)
 
 
+@slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class History:
     """What janitor remembers about a session from earlier daemon sweeps.
@@ -252,6 +256,7 @@ class PolicyRef:
         return f"{self.name} v{self.version}"
 
 
+@slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
     """The engine's verdict on one session, with a sentence a person can read.
@@ -276,6 +281,7 @@ class Decision:
         return f"{self.verdict}|{policy}|{self.code}"
 
 
+@slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEvent:
     """One audit row (DESIGN 2.5). ``id``, ``prev_hash`` and ``hash`` are set by the store.

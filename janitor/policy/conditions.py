@@ -21,9 +21,11 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 from pydantic import TypeAdapter, ValidationError
 
 from janitor.durations import Duration, format_duration
+from janitor.frozen import slot_init
 from janitor.model import History, Session, State
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Match:
     """One condition's answer: True, False or None (unknown), with a readable reason.
