@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from benchmarks import audit, decide, enforce, fleet, list_sweep
+from benchmarks import audit, decide, enforce, fleet, http_client, list_sweep
 from benchmarks.common import Measurement, now, postgres_problem
 from janitor import __version__
 
@@ -53,6 +53,10 @@ def _audit(plan: Plan) -> list[Measurement]:
     return audit.run(cases)
 
 
+def _http_client(plan: Plan) -> list[Measurement]:
+    return http_client.run(http_client.QUICK_CASES if plan.quick else http_client.DEFAULT_CASES)
+
+
 def _fleet_enforce(plan: Plan) -> list[Measurement]:
     cases = [
         replace(case, sequential=plan.sequential)
@@ -77,6 +81,7 @@ BENCHMARKS: dict[str, Callable[[Plan], list[Measurement]]] = {
     "decide": _decide,
     "audit": _audit,
     "fleet": _fleet,
+    "http_client": _http_client,
 }
 #: Parts of a benchmark, run only when named: ``fleet`` is both.
 PARTS: dict[str, Callable[[Plan], list[Measurement]]] = {

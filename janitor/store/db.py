@@ -174,6 +174,21 @@ class Database:
         except SQLAlchemyError as exc:
             raise StoreError(self.describe(exc)) from exc
 
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """:meth:`reading` on a bare Core connection, for the small reads made before every
+        action (pause, policy revision, keep): the same DEFERRED transaction on SQLite, without
+        an ORM session around it, which costs more than the read itself.
+
+        Raises:
+            StoreError: the database failed or could not be reached.
+        """
+        try:
+            with self._reader.connect() as connection, connection.begin():
+                yield connection
+        except SQLAlchemyError as exc:
+            raise StoreError(self.describe(exc)) from exc
+
     def describe(self, exc: SQLAlchemyError) -> str:
         """A database error as a sentence: the file and what to check, for SQLite's cryptic
         "unable to open database file" and "attempt to write a readonly database"."""

@@ -8,8 +8,9 @@ nothing; it stays listed (``keep list --all``) until the retention removes it.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Row, delete, select
 
 from janitor.errors import NotFound
 from janitor.model import AuditEvent, AuditKind, Keep
@@ -33,9 +34,12 @@ class KeepStore:
 
     def get(self, target: str, session_id: str, now: datetime) -> Keep | None:
         """The session's keep if it holds at ``now`` (read again at the re-check)."""
-        with self.db.reading() as tx:
-            row = tx.get(KeepRow, (target, session_id))
-            keep = _keep(row) if row is not None else None
+        query = select(*KeepRow.__table__.columns).where(
+            KeepRow.target == target, KeepRow.session_id == session_id
+        )
+        with self.db.read() as connection:
+            row = connection.execute(query).first()
+        keep = _keep(row) if row is not None else None
         return keep if keep is not None and keep.holds(now) else None
 
     def all(self, now: datetime, *, expired: bool = False) -> list[Keep]:
@@ -129,7 +133,7 @@ class KeepStore:
             return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _keep(row: KeepRow) -> Keep:
+def _keep(row: KeepRow | Row[Any]) -> Keep:
     return Keep(
         target=row.target,
         session_id=row.session_id,

@@ -383,8 +383,8 @@ class PolicyStore:
 
     def revision(self) -> int:
         """A number that grows with every policy change (cheap to poll)."""
-        with self.db.reading() as tx:
-            return int(tx.scalar(select(func.max(PolicyVersionRow.id))) or 0)
+        with self.db.read() as connection:
+            return int(connection.scalar(select(func.max(PolicyVersionRow.id))) or 0)
 
     def load(self) -> list[Policy]:
         """Compile every stored policy; a stored spec this version cannot read is skipped."""

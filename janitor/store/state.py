@@ -308,6 +308,12 @@ class PauseInfo:
     changed_at: datetime | None = None
 
 
+#: The kill switch's row, read with Core before every action (no ORM object).
+_PAUSE = select(PauseRow.paused, PauseRow.reason, PauseRow.actor, PauseRow.changed_at).where(
+    PauseRow.id == 1
+)
+
+
 class PauseStore:
     """The kill switch, stored in the database so every replica sees it."""
 
@@ -317,13 +323,13 @@ class PauseStore:
 
     def get(self) -> PauseInfo:
         """Whether janitor is paused, and why."""
-        with self.db.reading() as tx:
-            row = tx.get(PauseRow, 1)
-            if row is None:
-                return PauseInfo(paused=False)
-            return PauseInfo(
-                paused=row.paused, reason=row.reason, actor=row.actor, changed_at=row.changed_at
-            )
+        with self.db.read() as connection:
+            row = connection.execute(_PAUSE).first()
+        if row is None:
+            return PauseInfo(paused=False)
+        return PauseInfo(
+            paused=row.paused, reason=row.reason, actor=row.actor, changed_at=row.changed_at
+        )
 
     def set(self, paused: bool, *, reason: str, actor: str, now: datetime) -> PauseInfo:
         """Pause or resume, with an audit row in the same transaction."""

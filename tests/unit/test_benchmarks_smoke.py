@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from benchmarks import __main__ as bench
-from benchmarks import audit, decide, enforce, fleet, list_sweep
+from benchmarks import audit, decide, enforce, fleet, http_client, list_sweep
 
 
 def test_decide_runs_and_agrees_with_its_baseline() -> None:
@@ -75,3 +75,14 @@ def test_fleet_listing_measures_the_janitor_process() -> None:
     assert result.extra["would_act"] == 20
     assert float(result.extra["janitor_max_rss_mb"]) > 0
     assert result.lower_bound > 0
+
+
+def test_http_client_measures_each_available_client_against_a_fake() -> None:
+    cases = [http_client.ClientCase(client=c, requests=20) for c in ("janitor", "httpx")]
+    results = http_client.run(cases)
+    assert [m.case for m in results] == [
+        "janitor GET x20 concurrency=8",
+        "httpx GET x20 concurrency=8",
+    ]
+    assert all(m.count == 20 and m.extra["cpu_ms_per_request"] > 0 for m in results)
+    assert http_client.available("janitor")
