@@ -27,6 +27,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -57,6 +58,7 @@ _NEXT_IDS = text(
 )
 
 AuditTable: Table = AuditRow.__table__  # type: ignore[assignment]  # Core inserts, no ORM
+_INSERT = insert(AuditTable)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -341,6 +343,18 @@ def check_fence(tx: Session, fence: Fence, *, dialect: str) -> None:
         raise lost
 
 
+#: The lease rows of a batch's fences (``names``); on PostgreSQL with the time now, FOR SHARE.
+_LEASES = (
+    select(LeaseRow.name, LeaseRow.holder, LeaseRow.fencing_token, LeaseRow.expires_at)
+    .where(LeaseRow.name.in_(bindparam("names", expanding=True)))
+    .order_by(LeaseRow.name)
+)
+_LEASES_PG = _LEASES.add_columns(func.clock_timestamp()).with_for_update(read=True)
+
+#: The chain's last row.
+_HEAD = select(AuditRow.id, AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)
+
+
 def lost_fences(tx: Session, fences: Collection[Fence], *, dialect: str) -> dict[Fence, LeaseLost]:
     """The fences among ``fences`` that do not name the current, unexpired lease, each with
     its LeaseLost; read in one query within ``tx``.
@@ -355,15 +369,9 @@ def lost_fences(tx: Session, fences: Collection[Fence], *, dialect: str) -> dict
     if not fences:
         return {}
     pg = dialect == "postgresql"
-    columns: list[Any] = [LeaseRow.name, LeaseRow.holder, LeaseRow.fencing_token]
-    query = (
-        select(*columns, LeaseRow.expires_at)
-        .where(LeaseRow.name.in_(sorted({f.lease for f in fences})))
-        .order_by(LeaseRow.name)
-    )
-    if pg:
-        query = query.add_columns(func.clock_timestamp()).with_for_update(read=True)
-    leases = {row[0]: row for row in tx.execute(query)}
+    query = _LEASES_PG if pg else _LEASES
+    names = sorted({f.lease for f in fences})
+    leases = {row[0]: row for row in tx.connection().execute(query, {"names": names})}
     lost = {}
     for fence in fences:
         row = leases.get(fence.lease)
@@ -505,9 +513,7 @@ class AuditLog:
     @staticmethod
     def _head(tx: Session) -> tuple[int | None, str]:
         """(id, hash) of the chain's last row; (None, GENESIS) for an empty chain."""
-        row = tx.execute(
-            select(AuditRow.id, AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)
-        ).first()
+        row = tx.connection().execute(_HEAD).first()
         return (int(row[0]), row[1]) if row is not None else (None, GENESIS)
 
     def _insert(self, tx: Session, rows: list[dict[str, Any]], *, after: int | None) -> list[int]:
@@ -527,10 +533,10 @@ class AuditLog:
             first = (after or 0) + 1
             ids = list(range(first, first + len(rows)))
         else:
-            ids = sorted(int(i) for i in tx.scalars(_NEXT_IDS, {"count": len(rows)}))
+            ids = sorted(int(i) for i in tx.connection().scalars(_NEXT_IDS, {"count": len(rows)}))
         for values, row_id in zip(rows, ids, strict=True):
             values["id"] = row_id
-        tx.execute(insert(AuditTable), rows)
+        tx.connection().execute(_INSERT, rows)
         return ids
 
     def _lock(self, tx: Session) -> None:
