@@ -30,8 +30,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -258,8 +258,9 @@ class EtagJupyter:
     """Test-only: the real jupyter provider, with an ETag on every record.
 
     Jupyter has no ETag. This wrapper gives each listed and re-read record one, a digest of
-    the record as the server sent it (what an HTTP ETag is), so any change of the record
-    changes it, also one no other compared field shows. Everything else is the real provider.
+    every field the provider read from the server's record (what an HTTP ETag stands for:
+    the record's content), so any change of the record changes it, also one no other compared
+    field shows (a rename changes only the name). Everything else is the real provider.
     """
 
     def __init__(self, inner: Any) -> None:
@@ -280,8 +281,18 @@ class EtagJupyter:
 
     @staticmethod
     def _tagged(session: Session) -> Session:
-        digest = hashlib.sha256(json.dumps(dict(session.raw), sort_keys=True).encode())
+        content = {f.name: getattr(session, f.name) for f in fields(session) if f.name != "etag"}
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=_plain).encode())
         return replace(session, etag=f'"{digest.hexdigest()[:16]}"')
+
+
+def _plain(value: object) -> object:
+    """A record field as JSON: sets sorted, mappings as dicts, anything else as text."""
+    if isinstance(value, set | frozenset):
+        return sorted(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return str(value)
 
 
 def test_a_changed_etag_is_skipped_changed(world: World) -> None:
