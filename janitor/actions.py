@@ -5,9 +5,9 @@ For each destructive action, in this order:
 1. no new action once shutdown began, the target halted, or janitor is paused;
 2. renew the lease if due, then commit an ``intent`` row under the lease's fencing token
    (no committed intent, no provider call);
-3. check the kill switch once more and re-read the policies and the session's keep (all
-   before the re-check, so no database round trip widens the gap between the re-check and the
-   call);
+3. check the kill switch once more and re-read the policies' revision and the session's keep,
+   in one read transaction (all before the re-check, so no database round trip widens the
+   gap between the re-check and the call);
 4. re-read the session and decide again on the fresh record with the current policies and
    keep; anything changed (state, provider state, activity, connections, etag, kind, the
    policy or its version, a keep added since the listing) → ``skipped_changed``; otherwise
@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from janitor import metrics
-from janitor.context import TargetRun, pause_reason
+from janitor.context import TargetRun, pause_reason, paused_because, unreadable_kill_switch
 from janitor.errors import (
     ActionRejected,
     CircuitOpen,
@@ -42,8 +42,9 @@ from janitor.errors import (
     ProviderError,
     StoreError,
 )
-from janitor.model import Action, AuditEvent, Decision, Outcome, Session, Verdict
+from janitor.model import Action, AuditEvent, Decision, Keep, Outcome, Session, Verdict
 from janitor.policy.engine import decide
+from janitor.policy.spec import Policy
 from janitor.providers.base import Receipt
 from janitor.runtime import db
 
@@ -76,15 +77,17 @@ async def execute(run: TargetRun, decision: Decision) -> None:
     if intent is None:
         return
     run.rt.hooks.at("after_intent")
-    # The kill switch (and, in _recheck, the policies) are read before the re-check GET, so
-    # no database round trip lies between the fresh read and the call: that gap is the
-    # residual race window a provider without preconditions leaves open (T8).
-    pause = await pause_reason(run)
-    if pause:
-        await close(run, intent, decision, Outcome.BLOCKED, pause)
+    # The kill switch, the policies and the keep are read (in one transaction, after the
+    # intent) before the re-check GET, so no database round trip lies between the fresh read
+    # and the call: that gap is the residual race window a provider without preconditions
+    # leaves open (T8).
+    reads, problem = await _before_call(run, decision)
+    if problem is not None:
+        await close(run, intent, decision, problem[0], problem[1])
         return
+    assert reads is not None
     started = time.monotonic()
-    fresh, problem = await _recheck(run, decision)
+    fresh, problem = await _recheck(run, decision, *reads)
     if problem is None and time.monotonic() - started > SLOW_RECHECK:
         # A slow re-check (retries, a sluggish provider) would stretch the kill switch's
         # latency past a second: look again. Its round trip is small next to the GET's.
@@ -161,16 +164,31 @@ async def lease_lost(run: TargetRun) -> str | None:
     return None
 
 
-async def _recheck(
+async def _before_call(
     run: TargetRun, decision: Decision
-) -> tuple[Session | None, tuple[Outcome, str] | None]:
-    """The fresh session, or the outcome that ends this intent."""
+) -> tuple[tuple[list[Policy], Keep | None] | None, tuple[Outcome, str] | None]:
+    """The policies and the session's keep as they are now, or the outcome that ends this
+    intent: blocked when janitor is paused or its kill switch cannot be read, failed when
+    changed policies cannot be loaded."""
     now = run.rt.clock.now()
     try:
-        policies = await run.policies.current()
-        keep = await db(run.rt.store.keeps.get, run.target.name, decision.session.id, now)
+        reads = await db(run.rt.store.before_call, run.target.name, decision.session.id, now)
     except StoreError as exc:
-        return None, (Outcome.FAILED, f"policies or keeps could not be re-read: {exc}")
+        return None, (Outcome.BLOCKED, unreadable_kill_switch(exc))
+    pause = paused_because(reads.pause)
+    if pause:
+        return None, (Outcome.BLOCKED, pause)
+    try:
+        policies = await run.policies.at(reads.revision)
+    except StoreError as exc:
+        return None, (Outcome.FAILED, f"policies could not be re-read: {exc}")
+    return (policies, reads.keep), None
+
+
+async def _recheck(
+    run: TargetRun, decision: Decision, policies: list[Policy], keep: Keep | None
+) -> tuple[Session | None, tuple[Outcome, str] | None]:
+    """The fresh session, or the outcome that ends this intent."""
     try:
         fresh = await run.provider.get_session(decision.session)
     except ProviderError as exc:

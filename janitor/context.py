@@ -28,7 +28,7 @@ from janitor.policy.spec import Policy
 from janitor.providers.base import Provider
 from janitor.runtime import Runtime, db
 from janitor.store.audit import Fence
-from janitor.store.state import LeaseInfo
+from janitor.store.state import LeaseInfo, PauseInfo
 from janitor.targets import TargetConfig
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,10 @@ class PolicyCache:
 
     async def current(self) -> list[Policy]:
         """The policies as they are now."""
-        revision = await db(self.rt.store.policies.revision)
+        return await self.at(await db(self.rt.store.policies.revision))
+
+    async def at(self, revision: int) -> list[Policy]:
+        """The policies at ``revision`` (just read): loaded again only when it changed."""
         if revision != self.revision:
             self.policies = await db(self.rt.store.policies.load)
             self.revision = revision
@@ -162,7 +165,18 @@ async def pause_reason(run: TargetRun) -> str | None:
     try:
         state = await db(run.rt.store.pause.get)
     except StoreError as exc:
-        return f"the kill switch cannot be read ({exc}); acting is unsafe"
+        return unreadable_kill_switch(exc)
+    return paused_because(state)
+
+
+def unreadable_kill_switch(exc: StoreError) -> str:
+    """Why nothing may start when the kill switch could not be read."""
+    return f"the kill switch cannot be read ({exc}); acting is unsafe"
+
+
+def paused_because(state: PauseInfo) -> str | None:
+    """Why no action may start under the kill switch's ``state`` (None: it is off); sets the
+    ``janitor_paused`` gauge."""
     metrics.PAUSED.set(1 if state.paused else 0)
     if state.paused:
         return f"janitor is paused by {state.actor}" + (f": {state.reason}" if state.reason else "")

@@ -6,14 +6,28 @@ synchronous; async code calls them through ``asyncio.to_thread`` (see ADR 0003).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
+from janitor.model import Keep
 from janitor.store.audit import AuditLog, Fence
 from janitor.store.db import Database
 from janitor.store.history import HistoryStore
 from janitor.store.keeps import KeepStore
 from janitor.store.policies import PolicyStore
-from janitor.store.state import LeaseStore, ObservationStore, PauseStore, SweepStore
+from janitor.store.state import LeaseStore, ObservationStore, PauseInfo, PauseStore, SweepStore
 
-__all__ = ["Database", "Fence", "Store"]
+__all__ = ["BeforeCall", "Database", "Fence", "Store"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BeforeCall:
+    """What :meth:`Store.before_call` read: the kill switch, the policy revision and the
+    session's keep (None: not kept now)."""
+
+    pause: PauseInfo
+    revision: int
+    keep: Keep | None
 
 
 class Store:
@@ -29,6 +43,16 @@ class Store:
         self.sweeps = SweepStore(db)
         self.keeps = KeepStore(db, self.audit)
         self.history = HistoryStore(db)
+
+    def before_call(self, target: str, session_id: str, now: datetime) -> BeforeCall:
+        """The kill switch, the policy revision and the session's keep, read together in one
+        read transaction: what an action reads between its intent and its re-check."""
+        with self.db.read() as connection:
+            return BeforeCall(
+                pause=self.pause.read_in(connection),
+                revision=self.policies.revision_in(connection),
+                keep=self.keeps.get_in(connection, target, session_id, now),
+            )
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:

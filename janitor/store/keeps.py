@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, select
+from sqlalchemy import Connection, Row, delete, select
 
 from janitor.errors import NotFound
 from janitor.model import AuditEvent, AuditKind, Keep
@@ -34,11 +34,16 @@ class KeepStore:
 
     def get(self, target: str, session_id: str, now: datetime) -> Keep | None:
         """The session's keep if it holds at ``now`` (read again at the re-check)."""
+        with self.db.read() as connection:
+            return self.get_in(connection, target, session_id, now)
+
+    @staticmethod
+    def get_in(connection: Connection, target: str, session_id: str, now: datetime) -> Keep | None:
+        """:meth:`get` within the caller's read transaction."""
         query = select(*KeepRow.__table__.columns).where(
             KeepRow.target == target, KeepRow.session_id == session_id
         )
-        with self.db.read() as connection:
-            row = connection.execute(query).first()
+        row = connection.execute(query).first()
         keep = _keep(row) if row is not None else None
         return keep if keep is not None and keep.holds(now) else None
 

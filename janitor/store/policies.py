@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from janitor.errors import NotFound, PolicyConflict, PolicyError
@@ -384,7 +384,12 @@ class PolicyStore:
     def revision(self) -> int:
         """A number that grows with every policy change (cheap to poll)."""
         with self.db.read() as connection:
-            return int(connection.scalar(select(func.max(PolicyVersionRow.id))) or 0)
+            return self.revision_in(connection)
+
+    @staticmethod
+    def revision_in(connection: Connection) -> int:
+        """:meth:`revision` within the caller's read transaction."""
+        return int(connection.scalar(select(func.max(PolicyVersionRow.id))) or 0)
 
     def load(self) -> list[Policy]:
         """Compile every stored policy; a stored spec this version cannot read is skipped."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
@@ -324,7 +324,12 @@ class PauseStore:
     def get(self) -> PauseInfo:
         """Whether janitor is paused, and why."""
         with self.db.read() as connection:
-            row = connection.execute(_PAUSE).first()
+            return self.read_in(connection)
+
+    @staticmethod
+    def read_in(connection: Connection) -> PauseInfo:
+        """:meth:`get` within the caller's read transaction."""
+        row = connection.execute(_PAUSE).first()
         if row is None:
             return PauseInfo(paused=False)
         return PauseInfo(

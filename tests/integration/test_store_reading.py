@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from janitor.model import Keep
+from janitor.policy.spec import PolicySpec
 from janitor.store import Store
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+POLICY = {"name": "idle", "match": {"idle_for": "1h"}, "action": "delete"}
 
 READS: dict[str, Callable[[Store], Any]] = {
     "pause": lambda s: s.pause.get(),
     "policy revision": lambda s: s.policies.revision(),
     "policies": lambda s: s.policies.current(),
     "keep": lambda s: s.keeps.get("t", "s1", NOW),
+    "before a call": lambda s: s.before_call("t", "s1", NOW),
     "keeps": lambda s: s.keeps.active("t", NOW),
     "lease": lambda s: s.leases.get("target:t"),
     "memory": lambda s: s.observations.load("t"),
@@ -64,3 +69,34 @@ def test_a_read_sees_what_was_committed_before_it(sqlite_store: Store) -> None:
     assert sqlite_store.pause.get().paused
     sqlite_store.pause.set(False, reason="", actor="ops", now=NOW)
     assert not sqlite_store.pause.get().paused
+
+
+def test_before_a_call_reads_the_kill_switch_the_revision_and_the_keep_together(
+    store: Store,
+) -> None:
+    """``Store.before_call`` answers what the three reads answer one by one."""
+    alone = store.before_call("t", "s1", NOW)
+    assert (alone.pause.paused, alone.revision, alone.keep) == (False, 0, None)
+    store.pause.set(True, reason="incident", actor="ops", now=NOW)
+    store.keeps.add(
+        Keep(
+            target="t",
+            session_id="s1",
+            session_name="n",
+            until=NOW + timedelta(hours=1),
+            reason="demo",
+            actor="alice",
+            created_at=NOW,
+        ),
+        lasting="1h",
+    )
+    store.policies.apply([PolicySpec.model_validate(POLICY)], actor="alice", now=NOW)
+    reads = store.before_call("t", "s1", NOW)
+    assert reads.pause == store.pause.get()
+    assert reads.pause.paused
+    assert reads.revision == store.policies.revision() > 0
+    assert reads.keep == store.keeps.get("t", "s1", NOW)
+    assert reads.keep is not None
+    assert store.before_call("t", "other", NOW).keep is None
+    assert store.before_call("other", "s1", NOW).keep is None
+    assert store.before_call("t", "s1", NOW + timedelta(hours=2)).keep is None  # expired
