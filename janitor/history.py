@@ -8,6 +8,7 @@ replays it. Only what decisions read is kept: no ``raw`` record, no etag.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from datetime import datetime
@@ -38,22 +39,41 @@ _TIMES = ("last_activity", "created_at", "state_since")
 
 
 def observed(session: Session) -> dict[str, Any]:
-    """The session's observed fields, JSON-native (times in ISO 8601 with their offset)."""
-    values: dict[str, Any] = {}
-    for name in FIELDS:
-        value = getattr(session, name)
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif name == "labels" and value is not None:
-            value = dict(value)
-        elif name == "anomalies":
-            value = list(value)
-        elif name == "actions" and value is not None:
-            value = sorted(str(a) for a in value)
-        elif name == "state":
-            value = str(value)
-        values[name] = value
-    return values
+    """The session's observed fields (:data:`FIELDS`, in that order), JSON-native: times in
+    ISO 8601 with their offset, the state and actions as their names (actions sorted).
+
+    Computed for every listed session each recorded sweep (its fingerprint), so written out
+    field by field; ``tests/unit/test_history_observed.py`` holds it to the generic form.
+    """
+    labels, actions = session.labels, session.actions
+    return {
+        "provider": session.provider,
+        "name": session.name,
+        "kind": session.kind,
+        "state": str(session.state),
+        "provider_state": session.provider_state,
+        "last_activity": _iso(session.last_activity),
+        "created_at": _iso(session.created_at),
+        "state_since": _iso(session.state_since),
+        "connections": session.connections,
+        "owner": session.owner,
+        "labels": dict(labels) if labels is not None else None,
+        "parent_id": session.parent_id,
+        "anomalies": list(session.anomalies),
+        "actions": list(_action_names(actions)) if actions is not None else None,
+        "warning": session.warning,
+        "activity": session.activity,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@functools.lru_cache(maxsize=256)
+def _action_names(actions: frozenset[Action]) -> tuple[str, ...]:
+    """The action names, sorted (providers share a handful of action sets)."""
+    return tuple(sorted(str(a) for a in actions))
 
 
 def fingerprint(session: Session) -> str:
