@@ -28,7 +28,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from janitor.sim.jupyter import JupyterSim
+from janitor.sim.jupyter import JupyterSim, send_json
 
 STATS_PATH = "/_bench/stats"
 LISTINGS = ("/api/kernels", "/api/sessions")
@@ -123,26 +123,15 @@ def _handler(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
             """No Date header of its own: the simulator sends one."""
             self.send_response_only(code, message)
 
-        def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            if body:
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if body:
-                self.wfile.write(body)
-
         def _answer(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)
             if self.path == STATS_PATH:
-                self._send(200, {}, json.dumps(fake.stats()).encode())
+                send_json(self, 200, {}, json.dumps(fake.stats()).encode())
                 return
             headers = {k.lower(): v for k, v in self.headers.items()}
-            self._send(*fake.answer(self.command, self.path, headers))
+            send_json(self, *fake.answer(self.command, self.path, headers))
 
         do_GET = do_DELETE = _answer
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks import enforce, list_sweep
 from benchmarks.common import TOKEN, Measurement, now, open_store, specs
 from janitor.model import Outcome
 
@@ -56,27 +57,10 @@ FLEET_BOUND = "max over targets of (2 + 2*idle - rate) / rate + latency"
 SEQUENTIAL_BOUND = "sum over targets of (2 + 2*idle) * max(latency, 1/rate)"
 LISTING_BOUND = "fake server's own time to build and send both listings"
 
-ENFORCE = {
-    "policies": [
-        {
-            "name": "idle-notebooks",
-            "match": {"state": ["idle"], "idle_for": "1h", "max_connections": 0},
-            "action": "delete",
-            "mode": "enforce",
-        }
-    ]
-}
-DRY_RUN = {
-    "policies": [
-        {
-            "name": "idle-preview",
-            "match": {"state": ["idle"], "idle_for": "1h", "max_connections": 0},
-            "exempt": {"name": ["keep-*"]},
-            "action": "delete",
-            "mode": "dry-run",
-        }
-    ]
-}
+#: S1/S2's policy: the enforce sweep benchmark's (idle 1h, no connections, delete).
+ENFORCE = enforce.POLICIES
+#: S4's policy: the listing benchmark's dry-run preview.
+DRY_RUN = list_sweep.POLICIES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -297,6 +297,22 @@ class SimServer:
         self.httpd.server_close()
 
 
+def send_json(
+    handler: BaseHTTPRequestHandler, status: int, headers: Mapping[str, str], body: bytes
+) -> None:
+    """Write one response: the status, ``headers``, and ``body`` as JSON (if any) with its
+    length, so the connection stays open for the next request."""
+    handler.send_response(status)
+    for key, value in headers.items():
+        handler.send_header(key, value)
+    if body:
+        handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if body:
+        handler.wfile.write(body)
+
+
 def _handler_for(sim: JupyterSim) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -312,16 +328,7 @@ def _handler_for(sim: JupyterSim) -> type[BaseHTTPRequestHandler]:
                 self.rfile.read(length)
             headers = {k.lower(): v for k, v in self.headers.items()}
             response = sim.handle_url(self.command, self.path, headers)
-            body = response.content()
-            self.send_response(response.status)
-            for key, value in response.headers.items():
-                self.send_header(key, value)
-            if body:
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if body:
-                self.wfile.write(body)
+            send_json(self, response.status, response.headers, response.content())
 
         do_GET = do_DELETE = do_POST = do_PATCH = _answer
 
