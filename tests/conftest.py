@@ -5,6 +5,7 @@ configs and runtimes. PostgreSQL tests skip on a laptop without a server and fai
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -79,6 +80,16 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         monkeypatch.delenv(name, raising=False)
     stamina.set_testing(True, attempts=3, cap=True)
+
+
+@pytest.fixture(autouse=True)
+def _restore_gc() -> Iterator[None]:
+    """A CLI command run in-process (``janitor sweep``) tunes the collector for sweeping
+    (:mod:`janitor.gc_tuning`): undo it, so no test freezes the test run's objects."""
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from janitor import gc_tuning
 from janitor.cli.common import (
     OUTPUT_OPTION,
     WIDE_OPTION,
@@ -47,6 +48,7 @@ def run(ctx: typer.Context) -> None:
 
     cfg = config(ctx)
     setup_logging(cfg.settings.log_format, cfg.settings.log_level)
+    gc_tuning.tune_for_sweeping()
     raise typer.Exit(run_daemon(cfg))
 
 
@@ -64,6 +66,7 @@ def sweep(
     if target is not None:
         cfg.target(target)
     store = open_store(ctx, cfg)
+    gc_tuning.tune_for_sweeping()
     report = asyncio.run(_sweep_once(cfg, store, dry_run=dry_run, target=target))
     if output is Output.JSON:
         emit_json(report.summary())
