@@ -216,12 +216,30 @@ class AimdRate:
         return self.rate
 
 
+def jitter_margin(rate: float) -> float:
+    """The tokens a default bucket holds fewer than one second of ``rate``: a tenth of it,
+    at least one request (see :class:`RateLimiter`)."""
+    return max(1.0, rate / 10)
+
+
 class RateLimiter:
     """A token bucket of ``rate`` requests per second (``burst`` at once), plus a hold.
 
     ``rate`` is fixed (a number) or adaptive (an :class:`~janitor.targets.AdaptiveRate`, run by
     :class:`AimdRate` from the answers reported to :meth:`answered`); without a ``burst``, the
-    bucket holds one second of the rate in force (at least one request).
+    bucket holds one second of the rate in force less :func:`jitter_margin` (at least one
+    request).
+
+    Why the margin: a provider that allows R requests/s usually throttles with a bucket of
+    about one second (R requests). With a bucket exactly the provider's, once both are
+    drained janitor sends each request just as the provider earns the token for it. If a
+    burst reaches the provider late (a busy event loop, the network) while the provider's
+    bucket sits full, the provider earns nothing in that delay, and a request sent on time
+    after it meets an empty bucket: a 429 whose ``Retry-After`` (a whole second at least)
+    stops the target. Holding ``k`` tokens fewer than the provider keeps its bucket at least
+    ``k`` requests fuller than janitor's, which absorbs delays of up to ``k / R`` seconds (a
+    tenth of a second from 10 requests/s up), for the price of ``k`` requests of the first
+    burst. S1 (docs/benchmarks.md) went from 17-51 throttled requests per sweep to none.
 
     ``hold(seconds)`` (a Retry-After) makes every request wait until it has passed. Ordinary
     requests take tokens in arrival order. ``urgent`` requests (a destructive call right
@@ -256,7 +274,9 @@ class RateLimiter:
         return self._aimd is not None
 
     def _capacity_at(self, rate: float) -> float:
-        return self._burst if self._burst is not None else max(1.0, rate)
+        if self._burst is not None:
+            return self._burst
+        return max(1.0, rate - jitter_margin(rate))
 
     def answered(self, ticket: Ticket, *, throttled: bool) -> None:
         """Report the provider's answer to a request let go with ``ticket``.

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from janitor import http as http_module
 from janitor.errors import (
     AuthFailed,
     CircuitOpen,
@@ -36,6 +37,7 @@ from janitor.http import (
     RateLimiter,
     StripTraceHeaders,
     TargetHttp,
+    jitter_margin,
     make_target_http,
     parse_retry_after,
     post_json,
@@ -190,6 +192,93 @@ def test_an_urgent_request_does_not_queue_behind_waiting_reads() -> None:
 
     order = asyncio.run(scenario())
     assert order.index("delete") <= 2, order
+
+
+class Ticks:
+    """Stands in for the ``time`` module in janitor.http: a clock that moves when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def _send_times(limiter: RateLimiter, ticks: Ticks, count: int) -> list[float]:
+    """When ``limiter`` lets ``count`` back-to-back requests go (the clock jumps over waits)."""
+    times = []
+    for _ in range(count):
+        while (delay := limiter._take()) > 0:
+            ticks.now += max(delay, 1e-9)  # a float step too small to move the clock
+        times.append(ticks.now)
+    return times
+
+
+def _provider_throttles(arrivals: list[float], rate: float, start: float) -> int:
+    """How many ``arrivals`` a provider bucket of one second at ``rate`` (full at ``start``)
+    answers with 429: the fake servers' and many real providers' rule."""
+    tokens, last, refused = rate, start, 0
+    for at in sorted(arrivals):
+        tokens = min(rate, tokens + (at - last) * rate)
+        last = at
+        if tokens >= 1:
+            tokens -= 1
+        else:
+            refused += 1
+    return refused
+
+
+@given(
+    rate=st.sampled_from([2.0, 5.0, 10.0, 50.0, 100.0, 200.0]),
+    jitter=st.lists(st.floats(0.0, 0.099), min_size=1, max_size=400),
+)
+def test_the_default_bucket_absorbs_arrival_jitter_of_a_tenth_of_a_second(
+    rate: float, jitter: list[float]
+) -> None:
+    """A client that sends at the provider's own rate is never throttled for jitter < 0.1 s.
+
+    Each request reaches the provider a different delay after the limiter let it go (the
+    event loop, the network); the default bucket's margin (``jitter_margin``) keeps the
+    provider's bucket that much fuller than janitor's, so no request arrives to an empty one.
+    """
+    ticks = Ticks()
+    start = ticks.now
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(http_module, "time", ticks)
+        limiter = RateLimiter("rl-jitter", rate)
+        sent = _send_times(limiter, ticks, 3 * len(jitter))
+    arrivals = [at + jitter[i % len(jitter)] for i, at in enumerate(sent)]
+    assert _provider_throttles(arrivals, rate, start) == 0
+
+
+def test_a_bucket_as_large_as_the_providers_is_throttled_by_jitter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the margin, ten milliseconds of jitter throttle a request.
+
+    The first burst leaves a busy event loop 10 ms late, the requests after it on time: the
+    provider's bucket sat full for those 10 ms, so half a token is missing from then on.
+    """
+    ticks = Ticks()
+    monkeypatch.setattr(http_module, "time", ticks)
+    start = ticks.now
+    limiter = RateLimiter("rl-no-margin", 50.0, burst=50.0)
+    sent = _send_times(limiter, ticks, 300)
+    arrivals = [at + (0.010 if i < 50 else 0.0) for i, at in enumerate(sent)]
+    assert _provider_throttles(arrivals, 50.0, start) > 0
+    ticks.now = start
+    margin = RateLimiter("rl-margin", 50.0)
+    sent = _send_times(margin, ticks, 300)
+    arrivals = [at + (0.010 if i < 45 else 0.0) for i, at in enumerate(sent)]
+    assert _provider_throttles(arrivals, 50.0, start) == 0
+
+
+def test_the_default_bucket_holds_a_second_less_the_margin() -> None:
+    assert jitter_margin(50.0) == 5.0
+    assert jitter_margin(5.0) == 1.0
+    assert RateLimiter("rl-cap-50", 50.0)._capacity == 45.0
+    assert RateLimiter("rl-cap-1", 1.0)._capacity == 1.0  # never less than one request
+    assert RateLimiter("rl-cap-burst", 50.0, burst=50.0)._capacity == 50.0
 
 
 # --- CircuitBreaker --------------------------------------------------------------------
