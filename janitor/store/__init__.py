@@ -9,15 +9,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import select
+
 from janitor.model import Keep
 from janitor.store.audit import AuditLog, Fence
 from janitor.store.db import Database
 from janitor.store.history import HistoryStore
-from janitor.store.keeps import KeepStore
-from janitor.store.policies import PolicyStore
-from janitor.store.state import LeaseStore, ObservationStore, PauseInfo, PauseStore, SweepStore
+from janitor.store.keeps import KEEP_OF_SESSION, KeepStore, holding
+from janitor.store.policies import REVISION, PolicyStore
+from janitor.store.state import (
+    PAUSE_COLUMNS,
+    LeaseStore,
+    ObservationStore,
+    PauseInfo,
+    PauseStore,
+    SweepStore,
+    pause_info,
+)
+from janitor.store.tables import KeepRow, PauseRow
 
 __all__ = ["BeforeCall", "Database", "Fence", "Store"]
+
+
+_REVISION = REVISION.subquery()
+#: One row: the revision, then the kill switch's and the session's keep's columns (NULL when
+#: there is no such row).
+_BEFORE_CALL = select(_REVISION.c.revision, *PAUSE_COLUMNS, *KeepRow.__table__.columns).select_from(
+    _REVISION.outerjoin(PauseRow, PauseRow.id == 1).outerjoin(KeepRow, KEEP_OF_SESSION)
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,13 +65,13 @@ class Store:
 
     def before_call(self, target: str, session_id: str, now: datetime) -> BeforeCall:
         """The kill switch, the policy revision and the session's keep, read together in one
-        read transaction: what an action reads between its intent and its re-check."""
-        with self.db.read() as connection:
-            return BeforeCall(
-                pause=self.pause.read_in(connection),
-                revision=self.policies.revision_in(connection),
-                keep=self.keeps.get_in(connection, target, session_id, now),
-            )
+        statement (one consistent state, one round trip): what an action reads between its
+        intent and its re-check."""
+        row = self.db.read_row(_BEFORE_CALL, {"target": target, "session_id": session_id})
+        assert row is not None, "an aggregate without GROUP BY always returns one row"
+        return BeforeCall(
+            pause=pause_info(row), revision=int(row.revision or 0), keep=holding(row, now)
+        )
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:

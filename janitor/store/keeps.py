@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, select
+from sqlalchemy import Row, and_, bindparam, delete, select
 
 from janitor.errors import NotFound
 from janitor.model import AuditEvent, AuditKind, Keep
@@ -33,19 +33,9 @@ class KeepStore:
             return {row.session_id: _keep(row) for row in rows}
 
     def get(self, target: str, session_id: str, now: datetime) -> Keep | None:
-        """The session's keep if it holds at ``now`` (read again at the re-check)."""
-        with self.db.read() as connection:
-            return self.get_in(connection, target, session_id, now)
-
-    @staticmethod
-    def get_in(connection: Connection, target: str, session_id: str, now: datetime) -> Keep | None:
-        """:meth:`get` within the caller's read transaction."""
-        query = select(*KeepRow.__table__.columns).where(
-            KeepRow.target == target, KeepRow.session_id == session_id
-        )
-        row = connection.execute(query).first()
-        keep = _keep(row) if row is not None else None
-        return keep if keep is not None and keep.holds(now) else None
+        """The session's keep if it holds at ``now`` (one statement)."""
+        row = self.db.read_row(_KEEP, {"target": target, "session_id": session_id})
+        return holding(row, now)
 
     def all(self, now: datetime, *, expired: bool = False) -> list[Keep]:
         """Every keep (only those holding at ``now`` unless ``expired``), soonest expiry first."""
@@ -136,6 +126,22 @@ class KeepStore:
         with self.db.transaction() as tx:
             result = tx.execute(delete(KeepRow).where(KeepRow.until < before))
             return int(getattr(result, "rowcount", 0) or 0)
+
+
+#: A session's keep row, with ``target`` and ``session_id`` bound when executed.
+KEEP_OF_SESSION = and_(
+    KeepRow.target == bindparam("target"), KeepRow.session_id == bindparam("session_id")
+)
+_KEEP = select(*KeepRow.__table__.columns).where(KEEP_OF_SESSION)
+
+
+def holding(row: Row[Any] | None, now: datetime) -> Keep | None:
+    """The keep in a row read with :class:`KeepRow`'s columns if it holds at ``now`` (no row,
+    or an outer join's NULLs: no keep)."""
+    if row is None or row.until is None:
+        return None
+    keep = _keep(row)
+    return keep if keep.holds(now) else None
 
 
 def _keep(row: KeepRow | Row[Any]) -> Keep:

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 import yaml
-from sqlalchemy import Connection, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from janitor.errors import NotFound, PolicyConflict, PolicyError
@@ -70,6 +70,10 @@ class StoredVersion:
     actor: str
     at: datetime
     spec: dict[str, Any]
+
+
+#: The policies' revision: the newest version's id (NULL before the first policy).
+REVISION = select(func.max(PolicyVersionRow.id).label("revision"))
 
 
 class PolicyStore:
@@ -382,14 +386,9 @@ class PolicyStore:
             ]
 
     def revision(self) -> int:
-        """A number that grows with every policy change (cheap to poll)."""
-        with self.db.read() as connection:
-            return self.revision_in(connection)
-
-    @staticmethod
-    def revision_in(connection: Connection) -> int:
-        """:meth:`revision` within the caller's read transaction."""
-        return int(connection.scalar(select(func.max(PolicyVersionRow.id))) or 0)
+        """A number that grows with every policy change (cheap to poll: one statement)."""
+        row = self.db.read_row(REVISION)
+        return int(row.revision or 0) if row is not None else 0
 
     def load(self) -> list[Policy]:
         """Compile every stored policy; a stored spec this version cannot read is skipped."""

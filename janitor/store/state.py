@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import Row, Table, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
@@ -309,9 +309,28 @@ class PauseInfo:
 
 
 #: The kill switch's row, read with Core before every action (no ORM object).
-_PAUSE = select(PauseRow.paused, PauseRow.reason, PauseRow.actor, PauseRow.changed_at).where(
-    PauseRow.id == 1
+#: The kill switch's columns, named so they can be read beside other tables' (a keep's
+#: ``reason`` and ``actor``) in one statement (:meth:`janitor.store.Store.before_call`).
+PAUSE_COLUMNS = (
+    PauseRow.paused,
+    PauseRow.reason.label("pause_reason"),
+    PauseRow.actor.label("pause_actor"),
+    PauseRow.changed_at.label("pause_changed_at"),
 )
+_PAUSE = select(*PAUSE_COLUMNS).where(PauseRow.id == 1)
+
+
+def pause_info(row: Row[Any] | None) -> PauseInfo:
+    """The kill switch from a row read with :data:`PAUSE_COLUMNS` (no row, or an outer join's
+    NULLs: never paused)."""
+    if row is None or row.paused is None:
+        return PauseInfo(paused=False)
+    return PauseInfo(
+        paused=row.paused,
+        reason=row.pause_reason,
+        actor=row.pause_actor,
+        changed_at=row.pause_changed_at,
+    )
 
 
 class PauseStore:
@@ -322,19 +341,8 @@ class PauseStore:
         self.audit = audit
 
     def get(self) -> PauseInfo:
-        """Whether janitor is paused, and why."""
-        with self.db.read() as connection:
-            return self.read_in(connection)
-
-    @staticmethod
-    def read_in(connection: Connection) -> PauseInfo:
-        """:meth:`get` within the caller's read transaction."""
-        row = connection.execute(_PAUSE).first()
-        if row is None:
-            return PauseInfo(paused=False)
-        return PauseInfo(
-            paused=row.paused, reason=row.reason, actor=row.actor, changed_at=row.changed_at
-        )
+        """Whether janitor is paused, and why (one statement: read before every action)."""
+        return pause_info(self.db.read_row(_PAUSE))
 
     def set(self, paused: bool, *, reason: str, actor: str, now: datetime) -> PauseInfo:
         """Pause or resume, with an audit row in the same transaction."""

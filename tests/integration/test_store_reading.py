@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from janitor.model import Keep
 from janitor.policy.spec import PolicySpec
 from janitor.store import Store
+from janitor.store.state import PauseInfo
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -100,3 +101,39 @@ def test_before_a_call_reads_the_kill_switch_the_revision_and_the_keep_together(
     assert store.before_call("t", "other", NOW).keep is None
     assert store.before_call("other", "s1", NOW).keep is None
     assert store.before_call("t", "s1", NOW + timedelta(hours=2)).keep is None  # expired
+
+
+def _transaction_state(store: Store) -> Callable[[], bool]:
+    """A probe: is the driver connection in an explicit transaction (or, on PostgreSQL, not
+    in autocommit) at the moment a statement is executed?"""
+    seen: list[bool] = []
+
+    def before(conn: Any, *_: Any) -> None:
+        dbapi = conn.connection.dbapi_connection
+        seen.append(dbapi.in_transaction if store.db.dialect == "sqlite" else not dbapi.autocommit)
+
+    event.listen(store.db.engine, "before_cursor_execute", before)
+    return lambda: seen.pop()
+
+
+def test_a_one_statement_read_opens_no_transaction_and_leaves_none_behind(store: Store) -> None:
+    """``read_row`` sends its SELECT with no BEGIN (nor COMMIT) around it, and the pooled
+    connection it used is transactional again for the next writer: an audit append on it
+    must still commit or roll back as a whole."""
+    in_transaction = _transaction_state(store)
+    assert store.pause.get() == PauseInfo(paused=False)
+    assert in_transaction() is False
+    store.before_call("t", "s1", NOW)
+    assert in_transaction() is False
+    with store.db.transaction() as tx:
+        tx.execute(text("UPDATE leases SET holder = holder"))
+        assert in_transaction() is True
+    with pytest.raises(RuntimeError), store.db.transaction() as tx:
+        tx.execute(
+            text(
+                "INSERT INTO pause_state (id, paused, reason, actor, changed_at) "
+                "VALUES (1, true, 'x', 'y', '2026-12-01 12:00:00')"
+            )
+        )
+        raise RuntimeError("rolled back")
+    assert store.pause.get() == PauseInfo(paused=False)
