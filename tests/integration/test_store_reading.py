@@ -128,12 +128,16 @@ def test_a_one_statement_read_opens_no_transaction_and_leaves_none_behind(store:
     with store.db.transaction() as tx:
         tx.execute(text("UPDATE leases SET holder = holder"))
         assert in_transaction() is True
-    with pytest.raises(RuntimeError), store.db.transaction() as tx:
-        tx.execute(
-            text(
-                "INSERT INTO pause_state (id, paused, reason, actor, changed_at) "
-                "VALUES (1, true, 'x', 'y', '2026-12-01 12:00:00')"
+    def paused_then_failed() -> None:
+        with store.db.transaction() as tx:
+            tx.execute(
+                text(
+                    "INSERT INTO pause_state (id, paused, reason, actor, changed_at) "
+                    "VALUES (1, true, 'x', 'y', '2026-12-01 12:00:00')"
+                )
             )
-        )
-        raise RuntimeError("rolled back")
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        paused_then_failed()
     assert store.pause.get() == PauseInfo(paused=False)
