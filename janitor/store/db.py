@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import math
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,8 +22,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, func, literal, select
 from sqlalchemy.engine import URL, Connection, Row, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, InvalidatePoolError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.sql.base import Executable
 
 from janitor.errors import ConfigError, DatabaseMissing, SchemaOutdated, StoreError
@@ -32,6 +35,10 @@ log = logging.getLogger(__name__)
 READ_ONLY = "janitor_read_only"
 #: Execution option of :meth:`Database.read_row`: one statement, no BEGIN and no COMMIT.
 ONE_STATEMENT = "janitor_one_statement"
+
+#: A pooled PostgreSQL connection unused this long (seconds) is pinged before it is used.
+PING_AFTER_IDLE = 1.0
+_RETURNED = "janitor_returned_at"
 
 #: PostgreSQL session settings: no statement or lock wait may hang a sweep forever.
 PG_TIMEOUTS = {
@@ -139,12 +146,12 @@ class Database:
         engine = create_engine(
             self.url,
             echo=echo,
-            pool_pre_ping=True,
             pool_size=5,
             max_overflow=5,
             connect_args={"connect_timeout": 5},
         )
         event.listen(engine, "connect", _postgres_on_connect)
+        _ping_when_idle(engine)
         return engine
 
     @property
@@ -285,11 +292,42 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _postgres_on_connect(dbapi_conn: Any, _record: Any) -> None:
+def _postgres_on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
     with dbapi_conn.cursor() as cursor:
         for name, value in PG_TIMEOUTS.items():
             cursor.execute(f"SET {name} = '{value}'")
     dbapi_conn.commit()
+    record.info[_RETURNED] = time.monotonic()  # it just answered
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled PostgreSQL connection before handing it out, if it sat unused in the
+    pool for :data:`PING_AFTER_IDLE` seconds or more.
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: a round trip before each of the
+    two or three database calls an action makes, although the connection answered a few
+    milliseconds earlier. A connection goes stale while it sits in the pool (a database
+    restart or failover, a proxy's idle timeout between sweeps), so only one that sat there
+    a while is pinged. A failed ping invalidates the whole pool, as ``pool_pre_ping`` does,
+    and SQLAlchemy retries with a fresh connection; a connection lost in the short gap
+    fails its statement instead, which the store reports as a StoreError (an action then
+    halts rather than call unchecked).
+    """
+    dialect = engine.dialect
+
+    def returned(_dbapi: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_RETURNED] = time.monotonic()
+
+    def checkout(dbapi: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+        if time.monotonic() - record.info.get(_RETURNED, -math.inf) < PING_AFTER_IDLE:
+            return
+        try:
+            dialect.do_ping(dbapi)
+        except dialect.loaded_dbapi.Error as exc:
+            raise InvalidatePoolError(f"a pooled connection did not answer: {exc}") from exc
+
+    event.listen(engine, "checkin", returned)
+    event.listen(engine, "checkout", checkout)
 
 
 def _sqlite_begin_immediate(conn: Connection) -> None:
