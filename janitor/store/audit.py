@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, aliased
 
 from janitor.errors import LeaseLost, StoreError
 from janitor.model import OPEN_OUTCOMES, Action, AuditEvent, AuditKind, Outcome
+from janitor.store.bulk import execute_many
 from janitor.store.db import Database, advisory_xact_lock
 from janitor.store.group_commit import GroupCommit, Pending, Take
 from janitor.store.tables import AuditRow, LeaseRow
@@ -536,7 +537,7 @@ class AuditLog:
             ids = sorted(int(i) for i in tx.connection().scalars(_NEXT_IDS, {"count": len(rows)}))
         for values, row_id in zip(rows, ids, strict=True):
             values["id"] = row_id
-        tx.connection().execute(_INSERT, rows)
+        execute_many(tx.connection(), _INSERT, rows)
         return ids
 
     def _lock(self, tx: Session) -> None:

@@ -10,10 +10,11 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.dml import UpdateBase
 
 from janitor.model import Action, AuditEvent, AuditKind, History, Mark, State
 from janitor.store.audit import AuditLog, Fence, check_fence
+from janitor.store.bulk import execute_many
 from janitor.store.db import Database
 from janitor.store.history import Observed
 from janitor.store.tables import (
@@ -74,7 +75,7 @@ class ObservationStore:
                 for row in tx.execute(select(OBSERVATIONS).where(OBSERVATIONS.c.target == target))
             }
             seen: set[str] = set()
-            inserts = _Batch(tx, insert(OBSERVATIONS))
+            inserts = _Batch(tx, _INSERT_OBSERVATION)
             updates = _Batch(tx, _UPDATE)
             written_at = datetime.now(UTC)
             for session_id, name, history in entries:
@@ -105,6 +106,8 @@ class ObservationStore:
 
 OBSERVATIONS = cast(Table, ObservationRow.__table__)
 HISTORY = cast(Table, SessionHistoryRow.__table__)
+_INSERT_OBSERVATION = insert(OBSERVATIONS)
+_INSERT_HISTORY = insert(HISTORY)
 _UPDATE = update(OBSERVATIONS).where(
     OBSERVATIONS.c.target == bindparam("b_target"),
     OBSERVATIONS.c.session_id == bindparam("b_session_id"),
@@ -119,7 +122,7 @@ CHUNK = 2_000
 class _Batch:
     """Rows for one statement, executed :data:`CHUNK` at a time (Core executemany)."""
 
-    def __init__(self, tx: Session, statement: Executable) -> None:
+    def __init__(self, tx: Session, statement: UpdateBase) -> None:
         self.tx = tx
         self.statement = statement
         self.rows: list[dict[str, Any]] = []
@@ -133,14 +136,14 @@ class _Batch:
     def flush(self) -> None:
         """Execute the queued rows."""
         if self.rows:
-            # on the connection: Core executemany, not the ORM's bulk modes
-            self.tx.connection().execute(self.statement, self.rows)
+            # on the connection: the driver's executemany, not the ORM's bulk modes
+            execute_many(self.tx.connection(), self.statement, self.rows)
             self.rows = []
 
 
 def _write_history(tx: Session, target: str, rows: Iterable[Observed]) -> None:
     """The session history log's new rows."""
-    batch = _Batch(tx, insert(HISTORY))
+    batch = _Batch(tx, _INSERT_HISTORY)
     for row in rows:
         batch.add(
             {
