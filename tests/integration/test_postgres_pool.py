@@ -62,6 +62,7 @@ def test_a_connection_idle_in_the_pool_is_pinged_and_a_dead_one_replaced(
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE", 0.0)  # as if it sat there a while
     pings = _count_pings(pg_store, monkeypatch)
     assert pg_store.pause.get() == PauseInfo(paused=False)  # no error: a fresh connection
-    assert pings and pings[0].broken  # the dead one was pinged, then dropped
+    assert pings
+    assert pings[0].broken  # the dead one was pinged, then dropped
     with pg_store.db.engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != backend
