@@ -128,6 +128,7 @@ def test_a_one_statement_read_opens_no_transaction_and_leaves_none_behind(store:
     with store.db.transaction() as tx:
         tx.execute(text("UPDATE leases SET holder = holder"))
         assert in_transaction() is True
+
     def paused_then_failed() -> None:
         with store.db.transaction() as tx:
             tx.execute(
