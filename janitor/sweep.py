@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -329,7 +329,7 @@ async def _process(
     plan = await plan_target(run, listing, open_intents)
     decisions = plan.decisions
     report.verdicts = Counter(str(d.verdict) for d in decisions)
-    rows = _decision_rows(run, decisions)
+    rows = _decision_rows(run, [d for d in decisions if not _quiet(d)])
     rows += _invalid_rows(run, listing, now)
     rows += await _blocked_rows(run, decisions, plan, report)
     if run.mode.records:
@@ -340,17 +340,33 @@ async def _process(
             )
         rows += _unmark_rows(run, decisions)
     await _append(run, rows)
+    quiet = _decision_rows(run, [d for d in decisions if _quiet(d)])
+    recorded = True
     if plan.block is None and run.mode.acts and await _may_proceed(run, decisions):
         acting = [d for d in decisions if plan.blast.blocks(d) is None]
-        if run.mode.records:
-            await withdraw_all(run, decisions)
-            report.warned = await warn_all(run, acting)
-        await _act_all(run, [d for d in acting if d.verdict is Verdict.ACT and not d.dry_run])
+        acts = [d for d in acting if d.verdict is Verdict.ACT and not d.dry_run]
+        # The skip and wait rows are written while the actions run, in step with them, not
+        # before them: no action depends on them, and a first sweep has thousands (ADR 0015).
+        pace = Pace(len(acts), chunks=-(-len(quiet) // QUIET_CHUNK))
+        writing = asyncio.create_task(_append_quiet(run, quiet, pace))
+        try:
+            if run.mode.records:
+                await withdraw_all(run, decisions)
+                report.warned = await warn_all(run, acting)
+            await _act_all(run, acts, pace.one_done)
+        except BaseException:
+            writing.cancel()
+            raise
+        finally:
+            pace.all_done()
+        recorded = await writing
+    else:
+        await _append(run, quiet)
     report.outcomes, report.halted = run.outcomes, run.halted  # kept if the save below fails
     report.store_failed = report.store_failed or run.store_failed
     if report.store_failed and report.error is None:  # the sweep failed: say why (exit 1)
         report.error = run.halted or "the database failed during the sweep"
-    if run.mode.records:
+    if run.mode.records and recorded:
         # Saved once, after acting: a sweep cut short loses only this sweep's update of the
         # memory (a streak one shorter, a warning sent again), never a safety property.
         await _save_memory(run, listing, now)
@@ -530,8 +546,10 @@ def _unmark_rows(run: TargetRun, decisions: Sequence[Decision]) -> list[AuditEve
     return rows
 
 
-async def _act_all(run: TargetRun, decisions: Sequence[Decision]) -> None:
-    """Carry out the decisions, at most ``max_concurrency`` at once.
+async def _act_all(
+    run: TargetRun, decisions: Sequence[Decision], done: Callable[[], None] = lambda: None
+) -> None:
+    """Carry out the decisions, at most ``max_concurrency`` at once; ``done`` after each.
 
     A task group, not gather: when the sweep is cancelled (its timeout, shutdown), the
     cancellation waits for every call in flight to record its outcome before it goes on.
@@ -542,10 +560,13 @@ async def _act_all(run: TargetRun, decisions: Sequence[Decision]) -> None:
         async with slots:
             if run.halted is not None:
                 return
-            if decision.action is Action.NOTIFY:
-                await notify(run, decision)
-            else:
-                await execute(run, decision)
+            try:
+                if decision.action is Action.NOTIFY:
+                    await notify(run, decision)
+                else:
+                    await execute(run, decision)
+            finally:
+                done()
 
     try:
         async with asyncio.TaskGroup() as group:
@@ -558,6 +579,59 @@ async def _act_all(run: TargetRun, decisions: Sequence[Decision]) -> None:
 async def _append(run: TargetRun, rows: list[AuditEvent]) -> None:
     if rows:
         await db(run.rt.store.audit.extend, rows)
+
+
+#: Skip and wait rows per append while actions run: small batches, so the intents and outcomes
+#: of the actions queue between them instead of behind thousands of rows.
+QUIET_CHUNK = 500
+
+
+def _quiet(decision: Decision) -> bool:
+    """A decision whose row no action waits for: skip or wait (not a cascade block)."""
+    return decision.verdict in (Verdict.SKIP, Verdict.WAIT) and decision.code != CASCADE_BLOCKED
+
+
+class Pace:
+    """Spreads the skip and wait rows over a target's actions: the k-th of ``chunks`` chunks
+    goes once k/chunks of the ``actions`` are done (at once when there are none), so the
+    rows neither hold back the first actions nor pile up after the last."""
+
+    def __init__(self, actions: int, *, chunks: int) -> None:
+        self._actions = actions
+        self._chunks = max(1, chunks)
+        self._done = 0
+        self._moved = asyncio.Event()
+
+    def one_done(self) -> None:
+        """An action finished (whatever its outcome)."""
+        self._done += 1
+        self._moved.set()
+
+    def all_done(self) -> None:
+        """No more actions will run (all finished, the target halted, or the sweep was cut)."""
+        self._done = self._actions
+        self._moved.set()
+
+    async def chunk(self, index: int) -> None:
+        """Wait until chunk ``index`` (from 0) may be written."""
+        while self._done * self._chunks < index * self._actions:
+            self._moved.clear()
+            await self._moved.wait()
+
+
+async def _append_quiet(run: TargetRun, rows: list[AuditEvent], pace: Pace) -> bool:
+    """Append the skip and wait rows a chunk at a time, in step with the actions; False when
+    the store failed (the target halts, as for any store failure during its actions, and its
+    memory is not saved, so the next sweep writes the rows again)."""
+    try:
+        for index, start in enumerate(range(0, len(rows), QUIET_CHUNK)):
+            await pace.chunk(index)
+            await _append(run, rows[start : start + QUIET_CHUNK])
+    except StoreError as exc:
+        run.store_failed = True
+        run.halt(f"the skip and wait rows could not be recorded, so nothing more is done: {exc}")
+        return False
+    return True
 
 
 async def _save_memory(run: TargetRun, listing: Listing, now: datetime) -> None:
