@@ -36,6 +36,15 @@ READ_ONLY = "janitor_read_only"
 #: Execution option of :meth:`Database.read_row`: one statement, no BEGIN and no COMMIT.
 ONE_STATEMENT = "janitor_one_statement"
 
+#: Connections the pool keeps, and the most it opens: a store call beyond them waits for one
+#: (up to 30 s). The pool never opens an extra connection only to close it when it comes
+#: back (SQLAlchemy's ``max_overflow``): under a sweep's load that churned through a new
+#: connection every six deletions, and a PostgreSQL connection is a server process forked,
+#: authenticated and configured. PostgreSQL keeps the footprint it had (5 kept + 5 overflow);
+#: SQLite's are file handles (SQLAlchemy's default 5 + 10).
+POSTGRES_CONNECTIONS = 10
+SQLITE_CONNECTIONS = 15
+
 #: A pooled PostgreSQL connection unused this long (seconds) is pinged before it is used.
 PING_AFTER_IDLE = 1.0
 _RETURNED = "janitor_returned_at"
@@ -138,7 +147,11 @@ class Database:
                         f"cannot create the directory of {path}: {exc.strerror}"
                     ) from None
             engine = create_engine(
-                self.url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False}
+                self.url,
+                echo=echo,
+                pool_size=SQLITE_CONNECTIONS,
+                max_overflow=0,
+                connect_args={"timeout": 30, "check_same_thread": False},
             )
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_begin_immediate)
@@ -146,8 +159,8 @@ class Database:
         engine = create_engine(
             self.url,
             echo=echo,
-            pool_size=5,
-            max_overflow=5,
+            pool_size=POSTGRES_CONNECTIONS,
+            max_overflow=0,
             connect_args={"connect_timeout": 5},
         )
         event.listen(engine, "connect", _postgres_on_connect)
