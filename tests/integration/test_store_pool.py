@@ -38,14 +38,13 @@ def test_calls_beyond_the_pool_wait_for_a_pooled_connection_instead_of_opening_o
 
     def call() -> PauseInfo:
         nonlocal held, peak
-        with store.db.read() as connection:
+        with store.db.read():
             with lock:
                 held += 1
                 peak = max(peak, held)
             time.sleep(0.005)  # hold it, so that more calls than the pool are in flight
             with lock:
                 held -= 1
-            del connection
         return store.pause.get()
 
     with ThreadPoolExecutor(2 * size) as threads:
