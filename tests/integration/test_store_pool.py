@@ -13,23 +13,18 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import event
+from sqlalchemy import QueuePool, event
 
 from janitor.store import Store
-from janitor.store import db as db_module
 from janitor.store.state import PauseInfo
-
-
-def _pool_size(store: Store) -> int:
-    if store.db.dialect == "sqlite":
-        return db_module.SQLITE_CONNECTIONS
-    return db_module.POSTGRES_CONNECTIONS
 
 
 def test_calls_beyond_the_pool_wait_for_a_pooled_connection_instead_of_opening_one(
     store: Store,
 ) -> None:
-    size = _pool_size(store)
+    pool = store.db.engine.pool
+    assert isinstance(pool, QueuePool)
+    size = pool.size()
     opened: list[object] = []
     event.listen(store.db.engine, "connect", lambda dbapi, _record: opened.append(dbapi))
     held = 0
